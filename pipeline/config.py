@@ -1,0 +1,205 @@
+"""Typed configuration: one pydantic model per section, loaded from YAML.
+
+The defaults below are the embedded defaults: ``tracklens analyze`` runs with them when no
+``--config`` is given; ``configs/default.yaml`` spells the same values out for editing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+__all__ = [
+    "AggregationConfig",
+    "AssociationConfig",
+    "CropConfig",
+    "DlibFaceDetectorConfig",
+    "HaarFaceDetectorConfig",
+    "MemoryStoreConfig",
+    "PipelineConfig",
+    "RedisStoreConfig",
+    "SourceConfig",
+    "SpecialistEstimatorConfig",
+    "SsdliteDetectorConfig",
+    "TrackerConfig",
+    "load_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """Decoding. ``fps`` caps the analysis rate: every frame is decoded, a subset handed on."""
+
+    fps: float | None = Field(10.0, gt=0)
+
+
+class SsdliteDetectorConfig(_Section):
+    """SSDLite-MobileNetV2 person detector (TF OD API graph converted to ONNX).
+
+    The graph sees 300x300 pixels, so people small in a large frame fade out; ``tile_grid: 2``
+    adds a 2x2 grid of overlapping tiles to the full frame (one batched call of 5 images).
+    """
+
+    type: Literal["ssdlite"] = "ssdlite"
+    model: str = "ssdlite-person"
+    tile_grid: int = Field(2, ge=1, le=4)
+    tile_overlap: float = Field(0.2, ge=0, lt=0.5)
+    min_score: float = Field(0.1, ge=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1)
+    min_box_px: int = Field(16, ge=1)
+
+
+class DlibFaceDetectorConfig(_Section):
+    """dlib's HOG+SVM frontal face detector; ``upsample`` doubles the image that many times
+    (finds faces down to ~40 px at 1, ~80 px at 0; each step costs ~4x time)."""
+
+    type: Literal["dlib_hog"] = "dlib_hog"
+    upsample: int = Field(1, ge=0, le=2)
+    min_score: float = Field(0.3, description="SVM margin; 0 is dlib's own boundary, raising it trims false faces")
+    score_scale: float = Field(2.0, gt=0)
+    threads: int = Field(0, ge=0, description="frames scanned in parallel; 0 = min(4, cores)")
+
+
+class HaarFaceDetectorConfig(_Section):
+    """OpenCV's Haar cascade (frontal faces); fast, more false positives, no real scores."""
+
+    type: Literal["haar"] = "haar"
+    scale_factor: float = Field(1.1, gt=1)
+    min_neighbors: int = Field(5, ge=1)
+    min_face_px: int = Field(24, ge=8)
+    confidence: float = Field(0.8, gt=0, le=1)
+
+
+PersonDetectorConfig = Annotated[Union[SsdliteDetectorConfig], Field(discriminator="type")]
+FaceDetectorConfig = Annotated[Union[DlibFaceDetectorConfig, HaarFaceDetectorConfig], Field(discriminator="type")]
+
+
+class DetectionConfig(_Section):
+    person: PersonDetectorConfig = SsdliteDetectorConfig()
+    face: FaceDetectorConfig = DlibFaceDetectorConfig()
+    batch_frames: int = Field(4, ge=1, le=64)
+
+
+class TrackerConfig(_Section):
+    """ByteTrack thresholds; see ``tracklens.trackers.ByteTrackConfig`` for their meaning."""
+
+    type: Literal["bytetrack"] = "bytetrack"
+    high_thresh: float = 0.5
+    low_thresh: float = 0.1
+    new_track_thresh: float = 0.6
+    match_thresh: float = 0.8
+    low_match_thresh: float = 0.5
+    tentative_match_thresh: float = 0.7
+    lost_track_buffer: int = Field(60, ge=0, description="frames at 30 fps")
+    min_hits: int = Field(3, ge=1)
+
+
+class AssociationConfig(_Section):
+    """Face<->body matching. A face belongs to a body when at least ``min_inside`` of its area
+    is inside the body box and its center lies in the top ``max_center_depth`` of the body."""
+
+    min_inside: float = Field(0.7, gt=0, le=1)
+    max_center_depth: float = Field(0.45, gt=0, le=1)
+    body_from_face_width: float = Field(3.0, gt=1, description="derived body width / face width")
+    body_from_face_height: float = Field(7.0, gt=1, description="derived body height / face height")
+
+
+class CropConfig(_Section):
+    """Crop selection and the per-track estimation budget."""
+
+    min_face_px: int = Field(24, ge=4, description="faces smaller than this (height) are not sent")
+    good_face_px: int = Field(96, ge=8, description="face height at which the size term saturates")
+    face_margin: float = Field(0.4, ge=0, description="context added around the face, per side, x face size")
+    first_after_s: float = Field(0.3, ge=0, description="collect this long after confirmation before the first request")
+    refresh_s: float = Field(1.5, gt=0, description="at most one request per track per this many seconds")
+    max_requests: int = Field(12, ge=1, description="requests per track before it stops being refreshed")
+    max_body_px: int = Field(512, ge=64, description="body crops are downscaled to this longer side")
+    require_face: bool = Field(True, description="only request estimates for crops with a readable face")
+
+
+class SpecialistEstimatorConfig(_Section):
+    """Age+gender (dlib-models, ONNX) and expression (mini-Xception, ONNX) on onnxruntime."""
+
+    type: Literal["specialist"] = "specialist"
+    batch_size: int = Field(32, ge=1)
+    age_error_years: float = Field(6.0, gt=0, description="typical error, sets the fusion weight")
+    min_expression_face_px: int = Field(32, ge=8)
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = library default")
+
+
+EstimatorConfig = Annotated[Union[SpecialistEstimatorConfig], Field(discriminator="type")]
+
+
+class AggregationConfig(_Section):
+    """Per-track fusion over time (O(1) state)."""
+
+    age_band_sigmas: float = Field(2.5, gt=0, description="outlier band half-width, in predicted sigmas")
+    age_band_min_years: float = Field(6.0, gt=0)
+    age_min_n: int = Field(2, ge=1)
+    gender_logit_clip: float = Field(3.0, gt=0, description="|log-odds| cap per estimate")
+    gender_min_logit: float = Field(2.0, gt=0, description="|summed log-odds| needed for a label")
+    gender_min_n: int = Field(2, ge=1)
+    expression_half_life_s: float = Field(4.0, gt=0)
+    expression_min_weight: float = Field(1.0, gt=0, description="decayed evidence needed for a label")
+    expression_min_prob: float = Field(0.35, gt=0, le=1)
+    confident_age_std: float = Field(4.0, gt=0, description="track stops asking once age std is below this")
+
+
+class MemoryStoreConfig(_Section):
+    type: Literal["memory"] = "memory"
+
+
+class RedisStoreConfig(_Section):
+    type: Literal["redis"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "tl"
+    ended_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    events_maxlen: int = Field(100_000, ge=1)
+
+
+StoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discriminator="type")]
+
+
+class PipelineConfig(_Section):
+    """Everything ``tracklens analyze`` needs."""
+
+    stream: str = "video"
+    source: SourceConfig = SourceConfig()
+    detection: DetectionConfig = DetectionConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    association: AssociationConfig = AssociationConfig()
+    crops: CropConfig = CropConfig()
+    estimator: EstimatorConfig = SpecialistEstimatorConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    store: StoreConfig = MemoryStoreConfig()
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:
+    """Load a YAML config over the embedded defaults; ``overrides`` replace top-level sections."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {where}: {first['msg']}") from None

@@ -1,0 +1,125 @@
+"""Crop selection: the best crops of each track, under a per-track request budget.
+
+Each frame offers every tracked person; the selector keeps the best-scoring candidate since
+the track's last request and releases it when the budget says a request is due: first soon
+after the track is confirmed, then at most every ``refresh_s`` seconds, never more than
+``max_requests`` times, and not at all once the track is marked confident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CropConfig
+from .types import Crop, Person
+
+__all__ = ["CropSelector", "face_quality"]
+
+_SHARPNESS_REF = 120.0  # Laplacian variance of a sharp 64 px face; the sharpness term is 0.5 there
+
+
+def face_quality(image: np.ndarray, face: np.ndarray, confidence: float, cfg: CropConfig) -> float:
+    """Score in ``[0, 1]``: detector confidence x size term x sharpness term."""
+    import cv2
+
+    x0, y0, x1, y1 = _int_box(face, image.shape)
+    height = face[3] - face[1]
+    if height < cfg.min_face_px or x1 <= x0 or y1 <= y0:
+        return 0.0
+    size_term = min(1.0, height / cfg.good_face_px)
+    gray = cv2.cvtColor(cv2.resize(image[y0:y1, x0:x1], (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    sharp = float(cv2.Laplacian(gray, cv2.CV_32F).var())
+    sharp_term = sharp / (sharp + _SHARPNESS_REF)
+    return float(confidence * size_term * (0.5 + 0.5 * sharp_term))
+
+
+def _int_box(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    return x0, y0, x1, y1
+
+
+@dataclass
+class _Budget:
+    confirmed_at: float
+    last_request: float | None = None
+    requests: int = 0
+    confident: bool = False
+    best: Crop | None = None
+
+
+class CropSelector:
+    """Per-stream crop selection; one instance per stream."""
+
+    def __init__(self, config: CropConfig) -> None:
+        self.config = config
+        self._tracks: dict[str, _Budget] = {}
+
+    def offer(self, image: np.ndarray, time: float, people: list[tuple[str, Person]]) -> list[Crop]:
+        """Consider this frame's tracked ``(track key, person)`` pairs; return the crops now due."""
+        due = []
+        for key, person in people:
+            budget = self._tracks.setdefault(key, _Budget(confirmed_at=time))
+            if budget.confident or budget.requests >= self.config.max_requests:
+                continue
+            quality = self._quality(image, person)
+            if budget.best is None or quality > budget.best.quality:
+                budget.best = self._cut(image, time, key, person, quality)
+            wait = self.config.first_after_s if budget.last_request is None else self.config.refresh_s
+            since = time - (budget.confirmed_at if budget.last_request is None else budget.last_request)
+            if since >= wait and (budget.best.face is not None or not self.config.require_face):
+                due.append(self._release(budget, time))
+        return due
+
+    def finish(self, key: str) -> Crop | None:
+        """The track ended: its pending best crop if it never got a request, then forget it."""
+        budget = self._tracks.pop(key, None)
+        if budget is None or budget.best is None or budget.requests > 0:
+            return None
+        if budget.best.face is None and self.config.require_face:
+            return None
+        return budget.best
+
+    def mark_confident(self, key: str) -> None:
+        if key in self._tracks:
+            self._tracks[key].confident = True
+            self._tracks[key].best = None
+
+    def _release(self, budget: _Budget, time: float) -> Crop:
+        crop = budget.best
+        budget.best = None
+        budget.last_request = time
+        budget.requests += 1
+        return crop
+
+    def _quality(self, image: np.ndarray, person: Person) -> float:
+        if person.face is None:
+            # body-only crops rank below any readable face
+            return 0.1 * person.confidence
+        return face_quality(image, person.face, person.face_confidence, self.config)
+
+    def _cut(self, image: np.ndarray, time: float, key: str, person: Person, quality: float) -> Crop:
+        import cv2
+
+        cfg = self.config
+        face = face_box = None
+        face_px = 0.0
+        if person.face is not None and person.face[3] - person.face[1] >= cfg.min_face_px:
+            f = person.face
+            fw, fh = f[2] - f[0], f[3] - f[1]
+            m = cfg.face_margin
+            x0, y0, x1, y1 = _int_box(np.array([f[0] - m * fw, f[1] - m * fh, f[2] + m * fw, f[3] + m * fh]), image.shape)
+            face = image[y0:y1, x0:x1].copy()
+            face_box = np.array([f[0] - x0, f[1] - y0, f[2] - x0, f[3] - y0], dtype=np.float32)
+            face_px = float(fh)
+        x0, y0, x1, y1 = _int_box(person.box, image.shape)
+        body = image[y0:y1, x0:x1]
+        scale = cfg.max_body_px / max(body.shape[:2]) if body.size else 1.0
+        if scale < 1.0:
+            size = (max(1, int(body.shape[1] * scale)), max(1, int(body.shape[0] * scale)))
+            body = cv2.resize(body, size, interpolation=cv2.INTER_AREA)
+        body = body.copy() if body.size else None
+        return Crop(track=key, time=time, face=face, face_box=face_box, body=body, quality=quality, face_px=face_px)

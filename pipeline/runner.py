@@ -1,0 +1,245 @@
+"""Composes the stages for one stream in one process, with no Ray.
+
+``source -> detect -> associate -> track -> crops -> estimate -> aggregate -> store``.
+The CLI's ``analyze`` and most tests run this; ``serve/`` wires the same stage objects into
+Ray Serve deployments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..trackers import ByteTrackConfig, ByteTrackTracker
+from .aggregation import TrackAggregate, fuse, is_confident, summarize
+from .association import associate
+from .config import PipelineConfig
+from .crops import CropSelector
+from .detectors import Detector, build_detector
+from .estimators import Estimator, build_estimator
+from .models import ModelCache
+from .sources import FrameSource
+from .store import TrackRecord, TrackStore
+from .types import Crop, Estimate, Frame, track_key
+
+__all__ = ["FrameResult", "RunStats", "StageSet", "StreamAnalyzer", "analyze"]
+
+
+@dataclass
+class StageSet:
+    """The model-backed stages, built once and shared by every stream of a process."""
+
+    person: Detector
+    face: Detector
+    estimator: Estimator
+
+    @classmethod
+    def build(cls, config: PipelineConfig, models: ModelCache) -> StageSet:
+        return cls(
+            person=build_detector(config.detection.person, models),
+            face=build_detector(config.detection.face, models),
+            estimator=build_estimator(config.estimator, models),
+        )
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one analysed frame produced: ``(track key, track id, box, face box or None)``."""
+
+    frame: Frame
+    tracks: list[tuple[str, int, np.ndarray, np.ndarray | None]]
+
+
+@dataclass
+class RunStats:
+    """Counts and seconds spent per part of the run."""
+
+    frames_analysed: int = 0
+    estimates: int = 0
+    invalid: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "estimate": 0.0, "total": 0.0})
+
+    @property
+    def overhead_s(self) -> float:
+        """Everything but decode and model inference."""
+        s = self.seconds
+        return max(0.0, s["total"] - s["decode"] - s["detect"] - s["estimate"])
+
+
+@dataclass
+class _Track:
+    key: str
+    first_seen: float
+    last_seen: float
+    frames: int = 0
+    version: int = 0
+    agg: TrackAggregate = field(default_factory=TrackAggregate)
+    ended: bool = False
+    event: str | None = "start"
+
+
+class StreamAnalyzer:
+    """One stream's per-stream state (tracker, crop budgets, aggregates) over shared stages."""
+
+    def __init__(
+        self, config: PipelineConfig, stages: StageSet, store: TrackStore, analysis_fps: float, stream: str | None = None
+    ) -> None:
+        self.config = config
+        self.stream = stream or config.stream
+        self.stages = stages
+        self.store = store
+        self.epoch = store.next_epoch(self.stream)
+        tc = config.tracker.model_dump(exclude={"type"})
+        self.tracker = ByteTrackTracker(ByteTrackConfig(**tc), frame_rate=analysis_fps)
+        self.crops = CropSelector(config.crops)
+        self.stats = RunStats()
+        self._tracks: dict[str, _Track] = {}
+        self._final_crops: list[Crop] = []  # best crops of tracks that ended before any request
+
+    def process(self, frames: list[Frame]) -> list[FrameResult]:
+        """Analyse a batch of consecutive frames of this stream."""
+        t0 = time.perf_counter()
+        images = [f.image for f in frames]
+        persons = self.stages.person.detect(images)
+        faces = self.stages.face.detect(images)
+        self.stats.seconds["detect"] += time.perf_counter() - t0
+        results, due = [], []
+        for frame, p, f in zip(frames, persons, faces):
+            result, crops = self._track_frame(frame, p, f)
+            results.append(result)
+            due.extend(crops)
+        self._estimate(due)
+        self._flush()
+        self.stats.frames_analysed += len(frames)
+        return results
+
+    def finish(self) -> None:
+        """End every open track (end of file or shutdown) and write the final state."""
+        for key, track in self._tracks.items():
+            if not track.ended:
+                self._end(key)
+        self._flush()
+
+    def summaries(self) -> list[dict]:
+        return [self._summary(t) for t in sorted(self._tracks.values(), key=lambda t: (t.first_seen, t.key))]
+
+    def _track_frame(self, frame: Frame, persons, faces) -> tuple[FrameResult, list[Crop]]:
+        w, h = frame.size
+        people = associate(persons, faces, w, h, self.config.association)
+        boxes = np.array([p.box for p in people], np.float32).reshape(-1, 4)
+        scores = np.array([p.confidence for p in people], np.float32)
+        out = self.tracker.update(boxes, scores)
+        seen = []
+        for track_id, det in zip(out.track_ids, out.det_index):
+            key = track_key(self.stream, self.epoch, int(track_id))
+            track = self._tracks.get(key)
+            if track is None:
+                track = self._tracks[key] = _Track(key, frame.pts, frame.pts)
+            track.last_seen = frame.pts
+            track.frames += 1
+            seen.append((key, people[det]))
+        alive = {track_key(self.stream, self.epoch, i) for i in self.tracker.active_ids}
+        for key, track in self._tracks.items():
+            if not track.ended and key not in alive:
+                self._end(key)
+        due = self.crops.offer(frame.image, frame.pts, seen)
+        tracks = [(k, int(i), p.box, p.face) for (k, p), i in zip(seen, out.track_ids)]
+        return FrameResult(frame, tracks), due
+
+    def _end(self, key: str) -> None:
+        track = self._tracks[key]
+        track.ended = True
+        track.event = "end"
+        crop = self.crops.finish(key)
+        if crop is not None:
+            self._final_crops.append(crop)
+
+    def _estimate(self, crops: list[Crop]) -> None:
+        if not crops:
+            return
+        t0 = time.perf_counter()
+        estimates = self.stages.estimator.estimate(crops)
+        self.stats.seconds["estimate"] += time.perf_counter() - t0
+        if len(estimates) != len(crops):
+            raise RuntimeError(f"estimator returned {len(estimates)} estimates for {len(crops)} crops")
+        for est in estimates:
+            self._apply(est)
+
+    def _apply(self, est: Estimate) -> None:
+        self.stats.estimates += 1
+        self.stats.invalid += not est.valid
+        track = self._tracks.get(est.track)
+        if track is None:
+            return
+        track.agg = fuse(track.agg, est, self.config.aggregation, self.config.estimator.age_error_years)
+        track.event = track.event or "estimate"
+        if is_confident(track.agg, self.config.aggregation):
+            self.crops.mark_confident(est.track)
+
+    def _flush(self) -> None:
+        crops, self._final_crops = self._final_crops, []
+        self._estimate(crops)
+        records = []
+        for track in self._tracks.values():
+            if track.ended and track.event is None:
+                continue  # written when it ended, nothing new since
+            track.version += 1
+            records.append(TrackRecord(track.key, self.stream, track.version, self._summary(track), track.agg.to_dict(), track.event))
+            track.event = None
+        self.store.put(records)
+
+    def _summary(self, track: _Track) -> dict:
+        return {
+            "track": track.key,
+            "stream": self.stream,
+            "first_seen": round(track.first_seen, 3),
+            "last_seen": round(track.last_seen, 3),
+            "frames": track.frames,
+            "state": "ended" if track.ended else "active",
+            **summarize(track.agg, self.config.aggregation),
+        }
+
+
+def analyze(
+    source: FrameSource,
+    config: PipelineConfig,
+    stages: StageSet,
+    store: TrackStore,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> StreamAnalyzer:
+    """Run a whole source through the pipeline; returns the analyzer (summaries, stats)."""
+    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps, stream=source.stream)
+    start = time.perf_counter()
+    frames = _timed(iter(source), analyzer.stats)
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= config.detection.batch_frames:
+            _emit(analyzer.process(batch), on_frame)
+            batch = []
+    if batch:
+        _emit(analyzer.process(batch), on_frame)
+    analyzer.finish()
+    analyzer.stats.seconds["total"] = time.perf_counter() - start
+    return analyzer
+
+
+def _emit(results: list[FrameResult], on_frame: Callable[[FrameResult], None] | None) -> None:
+    if on_frame is not None:
+        for r in results:
+            on_frame(r)
+
+
+def _timed(frames: Iterator[Frame], stats: RunStats) -> Iterator[Frame]:
+    while True:
+        t0 = time.perf_counter()
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        finally:
+            stats.seconds["decode"] += time.perf_counter() - t0
+        yield frame

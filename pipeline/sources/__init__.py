@@ -1,0 +1,18 @@
+"""Frame sources: demux + decode + analysis fps cap. Files now; live sources slot in here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import FpsCap, FrameSource
+from .file import FileSource, probe
+
+__all__ = ["FileSource", "FpsCap", "FrameSource", "open_source", "probe"]
+
+
+def open_source(uri: str | Path, stream: str = "video", fps: float | None = 10.0) -> FrameSource:
+    """Open a source by URI. Plain paths and ``file://`` URIs are files."""
+    text = str(uri)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return FileSource(text, stream=stream, fps=fps)

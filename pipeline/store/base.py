@@ -1,0 +1,65 @@
+"""The track store interface and the record it stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["TrackRecord", "TrackStore"]
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """One write of one track.
+
+    Attributes:
+        key: track key ``{stream}:{epoch}:{track_id}``.
+        stream: stream id.
+        version: increases with every write of this track; a write whose version is not
+            newer than the stored one is ignored, which makes retries idempotent.
+        summary: the Track summary (DESIGN.md), JSON-compatible.
+        state: the aggregator state, JSON-compatible, so another process can continue it.
+        event: what happened (``start``, ``estimate``, ``end``...), appended to the stream's
+            event log; None for silent refreshes.
+    """
+
+    key: str
+    stream: str
+    version: int
+    summary: dict
+    state: dict
+    event: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.summary.get("state") == "ended"
+
+
+class TrackStore(Protocol):
+    """System of record for per-track state. Each record is written atomically."""
+
+    def next_epoch(self, stream: str) -> int:
+        """A new epoch for a stream whose tracker starts without a snapshot."""
+        ...
+
+    def put(self, records: list[TrackRecord]) -> int:
+        """Write records (each atomic, stale versions ignored); returns how many were applied."""
+        ...
+
+    def get(self, key: str) -> dict | None:
+        """The summary of one track, or None."""
+        ...
+
+    def state(self, key: str) -> dict | None:
+        """The aggregator state of one track, or None."""
+        ...
+
+    def tracks(self, stream: str) -> list[dict]:
+        """Summaries of a stream's tracks, oldest first."""
+        ...
+
+    def events(self, stream: str, count: int = 100) -> list[dict]:
+        """The last ``count`` events of a stream, oldest first."""
+        ...
+
+    def close(self) -> None: ...

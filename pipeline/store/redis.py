@@ -1,0 +1,123 @@
+"""Redis track store (redis-py): a hash per track, a sorted set and an event stream per stream.
+
+Keys, under a configurable prefix (default ``tl``)::
+
+    tl:track:{track key}          hash: version, summary (JSON), state (JSON); TTL once ended
+    tl:stream:{stream}:tracks     sorted set of track keys by first_seen
+    tl:stream:{stream}:events     stream (XADD): track, version, event
+    tl:stream:{stream}:epoch      counter for tracker epochs
+
+Each record is written by one Lua script, so the hash, the index and the event change
+together or not at all, and a version not newer than the stored one changes nothing: a
+retried write neither goes back in time nor duplicates its event.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import StoreError
+from .base import TrackRecord
+
+__all__ = ["RedisTrackStore"]
+
+_PUT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+if current >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'summary', ARGV[2], 'state', ARGV[3])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'track', ARGV[4], 'version', ARGV[1], 'event', ARGV[6])
+end
+if ARGV[7] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[8]) else redis.call('PERSIST', KEYS[1]) end
+return 1
+"""
+
+
+class RedisTrackStore:
+    """See the module docstring. ``url`` like ``redis://127.0.0.1:6379/0``.
+
+    Raises:
+        StoreError: the server cannot be reached (checked on construction) or fails a call.
+    """
+
+    def __init__(self, url: str, prefix: str = "tl", ended_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = 100_000) -> None:
+        import redis
+
+        self.url = url
+        self._prefix = prefix
+        self._ttl = ended_ttl_s
+        self._maxlen = events_maxlen
+        try:
+            self._client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+            self._client.ping()
+        except (redis.RedisError, ValueError) as err:
+            raise StoreError(f"cannot reach Redis at {url}: {err}") from None
+        self._put = self._client.register_script(_PUT)
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    def _call(self, fn, *args):
+        import redis
+
+        try:
+            return fn(*args)
+        except redis.RedisError as err:
+            raise StoreError(f"Redis at {self.url} failed: {err}") from None
+
+    def next_epoch(self, stream: str) -> int:
+        return int(self._call(self._client.incr, self._k("stream", stream, "epoch"))) - 1
+
+    def put(self, records: list[TrackRecord]) -> int:
+        if not records:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for rec in records:
+            keys = [self._k("track", rec.key), self._k("stream", rec.stream, "tracks"), self._k("stream", rec.stream, "events")]
+            args = [
+                rec.version,
+                json.dumps(rec.summary),
+                json.dumps(rec.state),
+                rec.key,
+                rec.summary.get("first_seen", 0.0),
+                rec.event or "",
+                "1" if rec.ended else "0",
+                self._ttl,
+                self._maxlen,
+            ]
+            self._put(keys=keys, args=args, client=pipe)
+        return sum(int(x) for x in self._call(pipe.execute))
+
+    def _field(self, key: str, name: str) -> dict | None:
+        raw = self._call(self._client.hget, self._k("track", key), name)
+        return None if raw is None else json.loads(raw)
+
+    def get(self, key: str) -> dict | None:
+        return self._field(key, "summary")
+
+    def state(self, key: str) -> dict | None:
+        return self._field(key, "state")
+
+    def tracks(self, stream: str) -> list[dict]:
+        index = self._k("stream", stream, "tracks")
+        keys = [k.decode() for k in self._call(self._client.zrange, index, 0, -1)]
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(self._k("track", key), "summary")
+        raws = self._call(pipe.execute) if keys else []
+        expired = [k for k, raw in zip(keys, raws) if raw is None]
+        if expired:
+            self._call(self._client.zrem, index, *expired)
+        return [json.loads(raw) for raw in raws if raw is not None]
+
+    def events(self, stream: str, count: int = 100) -> list[dict]:
+        entries = self._call(self._client.xrevrange, self._k("stream", stream, "events"), "+", "-", count)
+        out = []
+        for entry_id, fields in reversed(entries):
+            item = {k.decode(): v.decode() for k, v in fields.items()}
+            out.append({"id": entry_id.decode(), "track": item["track"], "version": int(item["version"]), "event": item["event"]})
+        return out
+
+    def close(self) -> None:
+        self._client.close()
