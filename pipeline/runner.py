@@ -124,7 +124,13 @@ class StreamAnalyzer:
         self._flush()
 
     def summaries(self) -> list[dict]:
+        """Track summaries (DESIGN.md schema), oldest first."""
         return [self._summary(t) for t in sorted(self._tracks.values(), key=lambda t: (t.first_seen, t.key))]
+
+    def summary(self, key: str) -> dict | None:
+        """The current summary of one track of this stream."""
+        track = self._tracks.get(key)
+        return None if track is None else self._summary(track)
 
     def _track_frame(self, frame: Frame, persons, faces) -> tuple[FrameResult, list[Crop]]:
         w, h = frame.size
@@ -204,27 +210,21 @@ class StreamAnalyzer:
 
 
 def analyze(
-    source: FrameSource,
-    config: PipelineConfig,
-    stages: StageSet,
-    store: TrackStore,
-    on_frame: Callable[[FrameResult], None] | None = None,
-) -> StreamAnalyzer:
-    """Run a whole source through the pipeline; returns the analyzer (summaries, stats)."""
-    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps, stream=source.stream)
+    source: FrameSource, analyzer: StreamAnalyzer, on_frame: Callable[[FrameResult], None] | None = None
+) -> RunStats:
+    """Run a whole source through ``analyzer``, ending every track at the end; returns its stats."""
     start = time.perf_counter()
-    frames = _timed(iter(source), analyzer.stats)
     batch: list[Frame] = []
-    for frame in frames:
+    for frame in _timed(iter(source), analyzer.stats):
         batch.append(frame)
-        if len(batch) >= config.detection.batch_frames:
+        if len(batch) >= analyzer.config.detection.batch_frames:
             _emit(analyzer.process(batch), on_frame)
             batch = []
     if batch:
         _emit(analyzer.process(batch), on_frame)
     analyzer.finish()
     analyzer.stats.seconds["total"] = time.perf_counter() - start
-    return analyzer
+    return analyzer.stats
 
 
 def _emit(results: list[FrameResult], on_frame: Callable[[FrameResult], None] | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,8 +28,10 @@ class DlibFaceDetector:
         import dlib
 
         self.config = config
-        self._detector = dlib.get_frontal_face_detector()
-        # dlib releases the GIL while scanning, so frames of a batch run in parallel threads
+        self._make = dlib.get_frontal_face_detector
+        # One detector object per thread: a shared one crashes (it keeps scratch buffers).
+        self._local = threading.local()
+        # dlib releases the GIL while scanning, so frames of a batch run in parallel threads.
         threads = config.threads or min(4, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dlib-faces") if threads > 1 else None
 
@@ -38,7 +41,10 @@ class DlibFaceDetector:
         return list(self._pool.map(self._detect_one, images))
 
     def _detect_one(self, image: np.ndarray) -> Detections:
-        rects, margins, _ = self._detector.run(np.ascontiguousarray(image), self.config.upsample, self.config.min_score)
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = self._make()
+        rects, margins, _ = detector.run(np.ascontiguousarray(image), self.config.upsample, self.config.min_score)
         xyxy = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32).reshape(-1, 4)
         h, w = image.shape[:2]
         xyxy = np.clip(xyxy, 0, [w, h, w, h])

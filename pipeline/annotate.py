@@ -1,0 +1,66 @@
+"""Annotated output video: boxes, track ids and the current age/gender/expression labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .runner import FrameResult
+from .video_io import VideoWriter
+
+__all__ = ["Annotator", "label_of"]
+
+
+def label_of(track_id: int, summary: dict | None) -> str:
+    """``#3 F 31y happy``: id, then whatever labels the track has so far."""
+    parts = [f"#{track_id}"]
+    if summary:
+        gender = summary["gender"]["label"]
+        if gender:
+            parts.append("F" if gender == "female" else "M")
+        if summary["age"]["mean"] is not None:
+            parts.append(f"{summary['age']['mean']:.0f}y")
+        if summary["expression"]["label"]:
+            parts.append(summary["expression"]["label"])
+    return " ".join(parts)
+
+
+class Annotator:
+    """Draws each analysed frame with supervision and writes it at the analysis rate.
+
+    Args:
+        path: output video file (mp4).
+        fps: analysis frame rate (the rate of the frames it receives).
+        lookup: track key -> current summary (or None).
+    """
+
+    def __init__(self, path: str | Path, fps: float, lookup: Callable[[str], dict | None]) -> None:
+        import supervision as sv
+
+        self._sv = sv
+        self._writer = VideoWriter(path, fps)
+        self._lookup = lookup
+        self._boxes = sv.BoxAnnotator(thickness=2, color_lookup=sv.ColorLookup.TRACK)
+        self._faces = sv.BoxAnnotator(thickness=1, color=sv.Color.WHITE, color_lookup=sv.ColorLookup.INDEX)
+        self._labels = sv.LabelAnnotator(text_scale=0.6, text_padding=4, color_lookup=sv.ColorLookup.TRACK)
+
+    def __call__(self, result: FrameResult) -> None:
+        sv = self._sv
+        scene = result.frame.image.copy()
+        if result.tracks:
+            ids = np.array([t[1] for t in result.tracks])
+            bodies = sv.Detections(
+                xyxy=np.array([t[2] for t in result.tracks], np.float32), tracker_id=ids, class_id=np.zeros(len(ids), int)
+            )
+            faces = [t[3] for t in result.tracks if t[3] is not None]
+            scene = self._boxes.annotate(scene, bodies)
+            if faces:
+                scene = self._faces.annotate(scene, sv.Detections(xyxy=np.array(faces, np.float32)))
+            labels = [label_of(t[1], self._lookup(t[0])) for t in result.tracks]
+            scene = self._labels.annotate(scene, bodies, labels=labels)
+        self._writer.write(scene)
+
+    def close(self) -> None:
+        self._writer.close()
