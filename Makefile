@@ -1,0 +1,45 @@
+# tracklens: `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TL := $(VENV)/bin/tracklens
+SAMPLE := samples/astronaut.mp4
+export TRACKLENS_HOME ?= $(HOME)/.cache/tracklens
+
+.PHONY: setup system models demo test bench clean
+
+# The project venv. trackeval goes in without its declared dependencies: they pull
+# opencv-python 5, which shadows opencv-python-headless 4.x (the build with dlib-free Haar
+# cascades and HOG), and its scoring code uses none of them.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'trackeval==1.3.0'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# System packages the integration tests need (a real redis-server).
+system:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	  else echo "the tests need redis-server: sudo apt-get install redis-server" >&2; exit 1; fi; }
+
+models: setup
+	$(TL) models pull
+
+$(SAMPLE): | setup
+	$(TL) sample $@
+
+demo: models $(SAMPLE)
+	$(TL) analyze $(SAMPLE) --out out/demo --annotate out/demo/annotated.mp4
+
+test: setup system models
+	$(PY) -m pytest
+
+bench: models $(SAMPLE)
+	$(TL) bench --video $(SAMPLE) --out bench/results
+
+clean:
+	rm -rf $(VENV) out samples .pytest_cache

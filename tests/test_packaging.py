@@ -1,0 +1,78 @@
+"""Packaging: one import root, no generic top-level modules, light imports, typed config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, check=True)
+    return result.stdout.strip()
+
+
+def test_installed_package_imports_from_outside_the_repo(tmp_path):
+    out = _python(
+        "import tracklens.pipeline, tracklens.trackers, tracklens.serve, tracklens.pipeline.runner\n"
+        "print(tracklens.pipeline.__file__); print(tracklens.trackers.__file__); print(tracklens.serve.__file__)",
+        tmp_path,
+    )
+    files = [Path(line) for line in out.splitlines()]
+    assert [f.parent.name for f in files] == ["pipeline", "trackers", "serve"]
+    assert all(f.is_relative_to(REPO) for f in files)
+
+
+@pytest.mark.parametrize("name", ["serve", "pipeline", "trackers"])
+def test_no_generic_top_level_module_is_importable(tmp_path, name):
+    assert _python(f"import importlib.util; print(importlib.util.find_spec({name!r}))", tmp_path) == "None"
+
+
+def test_the_wheel_holds_only_the_tracklens_root(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("tracklens-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"tracklens", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tracklens/pipeline/runner.py" in names and "tracklens/trackers/bytetrack.py" in names
+
+
+def test_importing_the_pipeline_loads_no_heavy_library(tmp_path):
+    out = _python(
+        "import sys, tracklens.pipeline, tracklens.pipeline.runner, tracklens.pipeline.cli, tracklens.trackers\n"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'ray', 'av', 'dlib', 'redis', 'cv2', 'transformers') if m in sys.modules))",
+        tmp_path,
+    )
+    assert out == "[]"
+
+
+def test_trackers_use_only_numpy_and_scipy():
+    for path in (REPO / "trackers").glob("*.py"):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import ", "from ")) and not line.startswith(("from .", "from __future__")):
+                assert line.split()[1].split(".")[0] in {"numpy", "scipy", "dataclasses", "typing"}, (path, line)
+
+
+def test_layers_import_downward_only():
+    for path in (REPO / "pipeline").rglob("*.py"):
+        imports = [line for line in path.read_text().splitlines() if line.lstrip().startswith(("import ", "from "))]
+        for line in imports:
+            assert not any(word in line.split() for word in ("ray", "fastapi")), (path, line)
+            assert "serve" not in line, (path, line)
+    for path in (REPO / "trackers").rglob("*.py"):
+        imports = [line for line in path.read_text().splitlines() if line.lstrip().startswith(("import ", "from "))]
+        assert not any("pipeline" in line or "serve" in line for line in imports), path
+
+
+def test_default_yaml_spells_out_the_embedded_defaults():
+    from tracklens.pipeline.config import PipelineConfig, load_config
+
+    assert load_config(REPO / "configs" / "default.yaml") == PipelineConfig()
