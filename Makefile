@@ -9,8 +9,8 @@ export TRACKLENS_HOME ?= $(HOME)/.cache/tracklens
 .PHONY: setup system models demo test bench clean
 
 # The project venv. trackeval goes in without its declared dependencies: they pull
-# opencv-python 5, which shadows opencv-python-headless 4.x (the build with dlib-free Haar
-# cascades and HOG), and its scoring code uses none of them.
+# opencv-python 5, which shadows opencv-python-headless 4.x (5.x has no Haar cascades),
+# and its scoring code uses none of them.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
