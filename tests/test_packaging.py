@@ -35,7 +35,7 @@ def test_no_generic_top_level_module_is_importable(tmp_path, name):
 
 def test_the_wheel_holds_only_the_tracklens_root(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("tracklens-*.whl")
