@@ -9,8 +9,8 @@
   label follows the person's current expression.
 
 Labels stay None until the evidence passes the thresholds in :class:`AggregationConfig`.
-Estimates that break hard constraints (age outside 0-100, probabilities outside [0, 1] or
-not summing to 1) are counted in ``rejected`` and never fused.
+Estimates that break hard constraints (``estimators/consistency.py``) are counted in
+``rejected`` and kept out of the sums.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from .config import AggregationConfig
+from .estimators.consistency import enforce
 from .types import EXPRESSIONS, Estimate
 
-__all__ = ["TrackAggregate", "check_estimate", "fuse", "is_confident", "summarize"]
-
-_PROB_TOL = 1e-3
+__all__ = ["TrackAggregate", "fuse", "is_confident", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -49,28 +48,12 @@ class TrackAggregate:
         return cls(**{**data, "expr_mass": tuple(data["expr_mass"])})
 
 
-def check_estimate(est: Estimate) -> str | None:
-    """Why ``est`` must not be fused, or None when it may be."""
-    if not est.valid:
-        return est.reason or "invalid"
-    if est.age is not None and not (0.0 <= est.age <= 100.0 and math.isfinite(est.age)):
-        return f"age {est.age} outside 0-100"
-    if est.age_std is not None and not (est.age_std > 0 and math.isfinite(est.age_std)):
-        return f"age spread {est.age_std} not positive"
-    if est.p_female is not None and not 0.0 <= est.p_female <= 1.0:
-        return f"p_female {est.p_female} outside [0, 1]"
-    if est.expression is not None:
-        if min(est.expression) < 0 or abs(sum(est.expression) - 1.0) > _PROB_TOL:
-            return "expression probabilities do not sum to 1"
-    if est.age is None and est.p_female is None and est.expression is None:
-        return "no field answered"
-    return None
-
-
 def fuse(agg: TrackAggregate, est: Estimate, cfg: AggregationConfig, default_age_sigma: float = 6.0) -> TrackAggregate:
     """Fold one estimate into the aggregate; returns a new aggregate (the input is unchanged)."""
-    if check_estimate(est) is not None:
+    est, violations = enforce(est, cfg.min_expression_face_px)
+    if est is None:
         return replace(agg, rejected=agg.rejected + 1)
+    agg = replace(agg, rejected=agg.rejected + len(violations))
     q = max(est.quality, 1e-3)
     updates: dict = {"sources": {**agg.sources, est.source: agg.sources.get(est.source, 0) + 1}}
     if est.age is not None:

@@ -3,6 +3,8 @@
     tracklens analyze VIDEO [--config FILE] [--out DIR] [--redis-url URL] [--annotate FILE]
     tracklens models pull [--force] [NAME ...]
     tracklens models list
+    tracklens models tiny-vlm DIR
+    tracklens eval MANIFEST --estimator specialist|mllm|both [--config FILE]
     tracklens sample OUT.mp4
     tracklens bench [--out DIR]
 
@@ -50,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("names", nargs="*", help="models to pull (default: all)")
     pull.add_argument("--force", action="store_true", help="fetch again even if cached and valid")
     msub.add_parser("list", help="show cached models with their source and license")
+    tiny = msub.add_parser("tiny-vlm", help="build and save a tiny random LLaVA model for smoke tests")
+    tiny.add_argument("out", help="folder to save it in")
+    tiny.add_argument("--digits", choices=["whole", "split"], default="whole", help="tokenize numbers whole or digit by digit")
+
+    ev = sub.add_parser("eval", help="metrics of the estimators on labelled people (CSV or JSONL manifest)")
+    ev.add_argument("manifest", help="CSV or JSONL: image, face_box, body_box, age, gender, expression")
+    ev.add_argument("--estimator", choices=["specialist", "mllm", "both"], default="both")
+    ev.add_argument("--config", help="YAML config; the MLLM comes from its `mllm:` section")
+    ev.add_argument("--out", default="out/eval.json", help="JSON report (default: out/eval.json)")
 
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")
     sample.add_argument("out", help="output mp4")
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "sample":
             from .sample import make_sample_video
 
@@ -153,6 +166,37 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .config import SpecialistEstimatorConfig, load_config
+    from .detectors import build_detector
+    from .errors import ConfigError
+    from .estimators import build_estimator
+    from .evaluation import build_crops, evaluate, format_report, load_manifest
+    from .models import ModelCache
+
+    config = load_config(args.config)
+    samples = load_manifest(args.manifest)
+    models = ModelCache(progress=_say)
+    wanted = ["specialist", "mllm"] if args.estimator == "both" else [args.estimator]
+    configs = {}
+    if "specialist" in wanted:
+        configs["specialist"] = config.estimator if config.estimator.type == "specialist" else SpecialistEstimatorConfig()
+    if "mllm" in wanted:
+        mllm = config.mllm or (config.estimator if config.estimator.type == "mllm" else None)
+        if mllm is None:
+            raise ConfigError("no MLLM configured: add an `mllm:` section to --config (try `tracklens models tiny-vlm DIR`)")
+        configs["mllm"] = mllm
+    estimators = {name: build_estimator(cfg, models) for name, cfg in configs.items()}
+    crops = build_crops(samples, build_detector(config.detection.face, models), config.crops)
+    reports = evaluate(samples, crops, estimators, config.aggregation.min_expression_face_px)
+    print(format_report(reports))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"manifest": str(args.manifest), "estimators": reports}, indent=2) + "\n")
+    _say(f"{len(samples)} people; wrote {out}")
+    return 0
+
+
 def _progress(total: int | None, disabled: bool):
     from tqdm import tqdm
 
@@ -189,6 +233,11 @@ def format_table(summaries: list[dict]) -> str:
 def _models(args: argparse.Namespace) -> int:
     from .models import CATALOG, ModelCache
 
+    if args.models_command == "tiny-vlm":
+        from .estimators.mllm.tiny import build_tiny_vlm
+
+        _say(f"saved a tiny LLaVA model (random weights, for smoke tests) in {build_tiny_vlm(args.out, args.digits)}")
+        return 0
     cache = ModelCache(progress=_say)
     if args.models_command == "pull":
         manifest = cache.pull(args.names or None, force=args.force)

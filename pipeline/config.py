@@ -26,7 +26,10 @@ __all__ = [
     "SourceConfig",
     "SpecialistEstimatorConfig",
     "SsdliteDetectorConfig",
+    "MllmEstimatorConfig",
+    "OpenAIBackendConfig",
     "TrackerConfig",
+    "TransformersBackendConfig",
     "load_config",
 ]
 
@@ -135,7 +138,60 @@ class SpecialistEstimatorConfig(_Section):
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = library default")
 
 
-EstimatorConfig = Annotated[Union[SpecialistEstimatorConfig], Field(discriminator="type")]
+class TransformersBackendConfig(_Section):
+    """An ``AutoModelForImageTextToText`` + ``AutoProcessor`` by hub id or local path."""
+
+    type: Literal["transformers"] = "transformers"
+    model: str = Field(description="hub id (e.g. a LLaVA or Qwen-VL checkpoint) or local folder")
+    model_id: str | None = Field(None, description="name recorded on estimates; default: model")
+    device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    local_files_only: bool = False
+    max_new_tokens: int = Field(64, ge=1, description="free-text mode only")
+    warmup: bool = True
+
+
+class OpenAIBackendConfig(_Section):
+    """An OpenAI-compatible chat endpoint with image input (vLLM, Ray Serve LLM, hosted APIs).
+
+    The API key is read from the environment variable named by ``api_key_env``.
+    """
+
+    type: Literal["openai"] = "openai"
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0, description="on timeouts, connection errors, 429 and 5xx")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    max_tokens: int = Field(64, ge=1)
+    json_schema: bool = Field(False, description="send response_format json_schema (servers that enforce it)")
+    image_format: Literal["jpeg", "png"] = "jpeg"
+
+
+MllmBackendConfig = Annotated[Union[TransformersBackendConfig, OpenAIBackendConfig], Field(discriminator="type")]
+
+
+class MllmEstimatorConfig(_Section):
+    """Ask a multimodal LLM about each person (face crop + body crop) with a versioned prompt.
+
+    Modes: ``constrained`` (generation forced into the answer schema), ``scored`` (field
+    distributions from one forward pass; transformers only) and ``free`` (plain text, parsed
+    strictly: refusals and off-format answers are counted, never guessed).
+    """
+
+    type: Literal["mllm"] = "mllm"
+    backend: MllmBackendConfig
+    mode: Literal["constrained", "scored", "free"] = "scored"
+    prompt: str = Field("person-v1", description="configs/prompts/NAME.yaml or a path")
+    batch_size: int = Field(8, ge=1)
+    age_error_years: float = Field(5.0, gt=0, description="assumed error of a single hard age answer")
+    hard_answer_confidence: float = Field(0.9, gt=0.5, lt=1, description="probability given to a hard label")
+    min_expression_face_px: int = Field(32, ge=8, description="no expression is read from smaller faces")
+
+
+EstimatorConfig = Annotated[Union[SpecialistEstimatorConfig, MllmEstimatorConfig], Field(discriminator="type")]
 
 
 class AggregationConfig(_Section):
@@ -151,6 +207,7 @@ class AggregationConfig(_Section):
     expression_min_weight: float = Field(1.0, gt=0, description="decayed evidence needed for a label")
     expression_min_prob: float = Field(0.35, gt=0, le=1)
     confident_age_std: float = Field(4.0, gt=0, description="track stops asking once age std is below this")
+    min_expression_face_px: int = Field(32, ge=0, description="expressions read from smaller faces are dropped")
 
 
 class MemoryStoreConfig(_Section):
@@ -178,6 +235,7 @@ class PipelineConfig(_Section):
     association: AssociationConfig = AssociationConfig()
     crops: CropConfig = CropConfig()
     estimator: EstimatorConfig = SpecialistEstimatorConfig()
+    mllm: MllmEstimatorConfig | None = Field(None, description="the MLLM, when one is configured (eval, routing)")
     aggregation: AggregationConfig = AggregationConfig()
     store: StoreConfig = MemoryStoreConfig()
 

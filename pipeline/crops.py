@@ -15,7 +15,7 @@ import numpy as np
 from .config import CropConfig
 from .types import Crop, Person
 
-__all__ = ["CropSelector", "face_quality"]
+__all__ = ["CropSelector", "cut_crop", "face_quality"]
 
 _SHARPNESS_REF = 120.0  # Laplacian variance of a sharp 64 px face; the sharpness term is 0.5 there
 
@@ -67,7 +67,7 @@ class CropSelector:
                 continue
             quality = self._quality(image, person)
             if budget.best is None or quality > budget.best.quality:
-                budget.best = self._cut(image, time, key, person, quality)
+                budget.best = cut_crop(image, time, key, person, quality, self.config)
             wait = self.config.first_after_s if budget.last_request is None else self.config.refresh_s
             since = time - (budget.confirmed_at if budget.last_request is None else budget.last_request)
             if since >= wait and (budget.best.face is not None or not self.config.require_face):
@@ -101,25 +101,26 @@ class CropSelector:
             return 0.1 * person.confidence
         return face_quality(image, person.face, person.face_confidence, self.config)
 
-    def _cut(self, image: np.ndarray, time: float, key: str, person: Person, quality: float) -> Crop:
-        import cv2
 
-        cfg = self.config
-        face = face_box = None
-        face_px = 0.0
-        if person.face is not None and person.face[3] - person.face[1] >= cfg.min_face_px:
-            f = person.face
-            fw, fh = f[2] - f[0], f[3] - f[1]
-            m = cfg.face_margin
-            x0, y0, x1, y1 = _int_box(np.array([f[0] - m * fw, f[1] - m * fh, f[2] + m * fw, f[3] + m * fh]), image.shape)
-            face = image[y0:y1, x0:x1].copy()
-            face_box = np.array([f[0] - x0, f[1] - y0, f[2] - x0, f[3] - y0], dtype=np.float32)
-            face_px = float(fh)
-        x0, y0, x1, y1 = _int_box(person.box, image.shape)
-        body = image[y0:y1, x0:x1]
-        scale = cfg.max_body_px / max(body.shape[:2]) if body.size else 1.0
-        if scale < 1.0:
-            size = (max(1, int(body.shape[1] * scale)), max(1, int(body.shape[0] * scale)))
-            body = cv2.resize(body, size, interpolation=cv2.INTER_AREA)
-        body = body.copy() if body.size else None
-        return Crop(track=key, time=time, face=face, face_box=face_box, body=body, quality=quality, face_px=face_px)
+def cut_crop(image: np.ndarray, time: float, key: str, person: Person, quality: float, cfg: CropConfig) -> Crop:
+    """Copy the face (with margin; None when smaller than ``min_face_px``) and body pixels."""
+    import cv2
+
+    face = face_box = None
+    face_px = 0.0
+    if person.face is not None and person.face[3] - person.face[1] >= cfg.min_face_px:
+        f = person.face
+        fw, fh = f[2] - f[0], f[3] - f[1]
+        m = cfg.face_margin
+        x0, y0, x1, y1 = _int_box(np.array([f[0] - m * fw, f[1] - m * fh, f[2] + m * fw, f[3] + m * fh]), image.shape)
+        face = image[y0:y1, x0:x1].copy()
+        face_box = np.array([f[0] - x0, f[1] - y0, f[2] - x0, f[3] - y0], dtype=np.float32)
+        face_px = float(fh)
+    x0, y0, x1, y1 = _int_box(person.box, image.shape)
+    body = image[y0:y1, x0:x1]
+    scale = cfg.max_body_px / max(body.shape[:2]) if body.size else 1.0
+    if scale < 1.0:
+        size = (max(1, int(body.shape[1] * scale)), max(1, int(body.shape[0] * scale)))
+        body = cv2.resize(body, size, interpolation=cv2.INTER_AREA)
+    body = body.copy() if body.size else None
+    return Crop(track=key, time=time, face=face, face_box=face_box, body=body, quality=quality, face_px=face_px)

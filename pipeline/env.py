@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["tracklens_home", "redis_url"]
+__all__ = ["redis_url", "secret", "tracklens_home"]
 
 
 def tracklens_home() -> Path:
@@ -16,3 +16,8 @@ def tracklens_home() -> Path:
 def redis_url() -> str | None:
     """``$TRACKLENS_REDIS_URL``, used when ``--redis-url`` is not given."""
     return os.environ.get("TRACKLENS_REDIS_URL") or None
+
+
+def secret(name: str) -> str | None:
+    """The value of the environment variable ``name`` (API keys named in configs)."""
+    return os.environ.get(name) or None

@@ -150,7 +150,8 @@ class Estimate:
 
     ``expression`` is a probability vector over :data:`EXPRESSIONS`. Fields a model did not
     give are None. ``valid=False`` carries the ``reason`` (refusal, off-format, no face) and
-    is never fused.
+    is never fused. ``model`` and ``prompt`` say exactly what produced it; ``face_px`` is the
+    face height the answer was read from (0 without a face).
     """
 
     track: str
@@ -164,6 +165,8 @@ class Estimate:
     quality: float = 1.0
     valid: bool = True
     reason: str | None = None
+    prompt: str | None = None
+    face_px: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -8,15 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from tracklens.pipeline.aggregation import TrackAggregate, check_estimate, fuse, is_confident, summarize
+from tracklens.pipeline.aggregation import TrackAggregate, fuse, is_confident, summarize
+from tracklens.pipeline.estimators.consistency import enforce
 from tracklens.pipeline.config import AggregationConfig
 from tracklens.pipeline.types import EXPRESSIONS, Estimate
 
 CFG = AggregationConfig()
 
 
-def _est(age=None, std=5.0, p=None, expr=None, t=0.0, q=1.0, source="specialist", **kw) -> Estimate:
-    return Estimate("s:0:1", t, source, "m", age=age, age_std=std, p_female=p, expression=expr, quality=q, **kw)
+def _est(age=None, std=5.0, p=None, expr=None, t=0.0, q=1.0, source="specialist", face_px=100.0, **kw) -> Estimate:
+    return Estimate("s:0:1", t, source, "m", age=age, age_std=std, p_female=p, expression=expr, quality=q,
+                    face_px=face_px, **kw)  # fmt: skip
 
 
 def _fold(estimates, cfg=CFG) -> TrackAggregate:
@@ -104,9 +106,17 @@ def test_labels_stay_null_until_enough_evidence():
 )
 def test_estimates_that_break_hard_constraints_are_counted_not_fused(bad, reason):
     est = _est(**bad)
-    assert reason in check_estimate(est)
+    kept, violations = enforce(est, CFG.min_expression_face_px)
+    assert kept is None and reason in violations[0]
     agg = fuse(_fold([_est(age=30, p=0.9)]), est, CFG)
     assert agg.rejected == 1 and agg.age_n == 1 and agg.gender_n == 1
+
+
+def test_an_expression_from_a_tiny_face_is_dropped_and_counted_but_age_and_gender_stay():
+    agg = fuse(TrackAggregate(), _est(age=30, p=0.9, expr=_onehot("happy"), face_px=12), CFG)
+    assert agg.rejected == 1 and agg.expr_n == 0 and agg.age_n == 1 and agg.gender_n == 1
+    only_expr = fuse(TrackAggregate(), _est(expr=_onehot("happy"), face_px=12), CFG)
+    assert only_expr.rejected == 1 and only_expr.sources == {}
 
 
 def test_confidence_and_sources():

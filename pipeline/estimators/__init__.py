@@ -13,6 +13,7 @@ __all__ = ["ESTIMATORS", "Estimator", "build_estimator"]
 #: ``type`` -> (module, class)
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "specialist": (".specialist", "OnnxSpecialistEstimator"),
+    "mllm": (".mllm", "MllmEstimator"),
 }
 
 

@@ -89,6 +89,7 @@ class OnnxSpecialistEstimator:
                     p_female=float(gender_p[k, 0]),
                     expression=tuple(float(x) for x in expression) if readable else None,
                     quality=crop.quality,
+                    face_px=crop.face_px,
                 )
             )
         return estimates

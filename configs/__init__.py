@@ -1,0 +1,1 @@
+"""Packaged configuration data: ``default.yaml`` and the versioned prompts in ``prompts/``."""

@@ -1,0 +1,117 @@
+"""The MLLM estimator: one prompt per person with the face and body crops, three answer modes.
+
+Backends come from a registry keyed by the backend config's ``type`` and are imported on
+first use (``transformers`` pulls in torch; ``openai`` only httpx).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from ...config import MllmEstimatorConfig
+from ...errors import ConfigError
+from ...types import EXPRESSIONS, Crop, Estimate
+from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .prompts import load_prompt
+from .schema import AGES, parse_answer
+
+__all__ = ["BACKENDS", "MllmEstimator"]
+
+#: backend ``type`` -> (module, class)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "transformers": (".transformers_backend", "TransformersBackend"),
+    "openai": (".openai_backend", "OpenAIBackend"),
+}
+_AGES = np.array(AGES, dtype=np.float64)
+
+
+class MllmEstimator:
+    """List of crops in, list of estimates out (same length, same order).
+
+    Every estimate records ``source="mllm"``, the model id and the prompt version. A crop
+    with neither face nor body, a refusal, an off-format answer or a failed request gives
+    ``valid=False`` with the reason.
+    """
+
+    source = "mllm"
+
+    def __init__(self, config: MllmEstimatorConfig, models=None) -> None:
+        self.config = config
+        self.prompt = load_prompt(config.prompt)
+        module, name = BACKENDS[config.backend.type]
+        backend_cls = getattr(importlib.import_module(module, __name__), name)
+        if config.mode == "scored" and not hasattr(backend_cls, "score"):
+            raise ConfigError(
+                f"mode 'scored' needs token probabilities over the whole answer; the {config.backend.type} "
+                "backend gives text only: use mode 'constrained' or 'free'"
+            )
+        self.backend = backend_cls(config.backend)
+        self.model_id = self.backend.model_id
+
+    def estimate(self, crops: list[Crop]) -> list[Estimate]:
+        out: list[Estimate | None] = [None] * len(crops)
+        asked = []
+        for i, crop in enumerate(crops):
+            if crop.face is None and crop.body is None:
+                out[i] = self._invalid(crop, "no image in crop")
+            else:
+                asked.append(i)
+        for start in range(0, len(asked), self.config.batch_size):
+            chunk = asked[start : start + self.config.batch_size]
+            batch = [crops[i] for i in chunk]
+            requests = [self._request(c) for c in batch]
+            if self.config.mode == "scored":
+                answers = self.backend.score(requests)
+                results = [self._from_scores(c, a) for c, a in zip(batch, answers)]
+            else:
+                texts = self.backend.generate(requests, constrained=self.config.mode == "constrained")
+                results = [self._from_text(c, t) for c, t in zip(batch, texts)]
+            if len(results) != len(chunk):
+                raise RuntimeError(f"MLLM backend returned {len(results)} answers for {len(chunk)} requests")
+            for i, est in zip(chunk, results):
+                out[i] = est
+        return out  # type: ignore[return-value]
+
+    def _request(self, crop: Crop) -> MllmRequest:
+        images = [im for im in (crop.face, crop.body) if im is not None]
+        return MllmRequest(self.prompt.messages(crop.face is not None, crop.body is not None), images)
+
+    def _base(self, crop: Crop) -> dict:
+        return {"track": crop.track, "time": crop.time, "source": "mllm", "model": self.model_id,
+                "quality": crop.quality, "prompt": self.prompt.version, "face_px": crop.face_px}  # fmt: skip
+
+    def _invalid(self, crop: Crop, reason: str, **extra) -> Estimate:
+        return Estimate(**self._base(crop), valid=False, reason=reason, extra=extra)
+
+    def _from_scores(self, crop: Crop, answer: ScoredAnswer) -> Estimate:
+        mean = float(answer.age @ _AGES)
+        std = float(np.sqrt(max(answer.age @ (_AGES - mean) ** 2, 0.0)))
+        expression = answer.expression / answer.expression.sum()
+        return Estimate(
+            **self._base(crop),
+            age=mean,
+            age_std=max(std, 1.0),
+            p_female=answer.p_female,
+            expression=tuple(float(p) for p in expression) if crop.face is not None else None,
+            extra={"mode": "scored"},
+        )
+
+    def _from_text(self, crop: Crop, text: str | BackendFailure) -> Estimate:
+        if isinstance(text, BackendFailure):
+            return self._invalid(crop, f"backend error: {text.reason}", mode=self.config.mode)
+        parsed = parse_answer(text)
+        if not parsed.valid:
+            return self._invalid(crop, parsed.reason, mode=self.config.mode, refusal=parsed.refusal, raw=text[:500])
+        c = self.config.hard_answer_confidence
+        rest = (1.0 - c) / (len(EXPRESSIONS) - 1)
+        expression = tuple(c if name == parsed.expression else rest for name in EXPRESSIONS)
+        return Estimate(
+            **self._base(crop),
+            age=float(parsed.age),
+            age_std=self.config.age_error_years,
+            p_female=c if parsed.gender == "female" else 1.0 - c,
+            expression=expression if crop.face is not None else None,
+            extra={"mode": self.config.mode, "raw": text[:500]},
+        )

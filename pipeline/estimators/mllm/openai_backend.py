@@ -1,0 +1,106 @@
+"""MLLM backend over an OpenAI-compatible chat completions endpoint (images as data URLs).
+
+Requests run concurrently up to ``max_concurrency``; each has a timeout and is retried with
+exponential backoff on timeouts, connection errors, 429 and 5xx. A request that still fails
+comes back as a :class:`BackendFailure` in its slot, so one bad request never sinks a batch.
+Refusals arrive as text (or in the ``refusal`` field of structured outputs) and are left to
+the strict parser to count.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+
+from ...config import OpenAIBackendConfig
+from ...env import secret
+from .base import BackendFailure, MllmRequest
+from .schema import JSON_SCHEMA
+
+__all__ = ["OpenAIBackend"]
+
+_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class OpenAIBackend:
+    """See the module docstring."""
+
+    def __init__(self, config: OpenAIBackendConfig) -> None:
+        self.config = config
+        self.model_id = config.model
+        headers = {}
+        key = secret(config.api_key_env) if config.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers, timeout=config.timeout_s)
+        self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
+
+    def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str | BackendFailure]:
+        """One answer text (or failure) per request, same order."""
+        return list(self._pool.map(lambda r: self._complete(r, constrained), requests))
+
+    def _body(self, request: MllmRequest, constrained: bool) -> dict:
+        images = iter(request.images)
+        messages = []
+        for message in request.messages:
+            content = []
+            for part in message["content"]:
+                if part["type"] == "image":
+                    content.append({"type": "image_url", "image_url": {"url": self._data_url(next(images))}})
+                else:
+                    content.append({"type": "text", "text": part["text"]})
+            messages.append({"role": message["role"], "content": content})
+        body = {"model": self.config.model, "messages": messages, "temperature": 0, "max_tokens": self.config.max_tokens}
+        if constrained and self.config.json_schema:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": JSON_SCHEMA, "strict": True},
+            }
+        return body
+
+    def _data_url(self, image: np.ndarray) -> str:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        fmt = self.config.image_format
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG" if fmt == "jpeg" else "PNG", quality=90)
+        return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+    def _complete(self, request: MllmRequest, constrained: bool) -> str | BackendFailure:
+        body = self._body(request, constrained)
+        delay = self.config.backoff_s
+        last = "no attempt"
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                time.sleep(delay)
+                delay *= 2
+            try:
+                response = self._client.post("/chat/completions", json=body)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.config.timeout_s:g} s"
+                continue
+            except httpx.TransportError as err:
+                last = f"connection failed: {err}"
+                continue
+            if response.status_code in _RETRY_STATUS:
+                last = f"HTTP {response.status_code}"
+                continue
+            if response.status_code != 200:
+                return BackendFailure(f"HTTP {response.status_code}: {response.text[:200]}")
+            try:
+                message = response.json()["choices"][0]["message"]
+            except (ValueError, KeyError, IndexError):
+                return BackendFailure("malformed response: no choices[0].message")
+            if message.get("refusal"):
+                return str(message["refusal"])
+            return str(message.get("content") or "")
+        return BackendFailure(f"{last} ({self.config.max_retries + 1} attempts)")
+
+    def close(self) -> None:
+        self._client.close()
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,189 @@
+"""The MLLM estimator on a tiny LLaVA built offline: prompts, constrained and scored answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the MLLM path needs the [mllm] extra (make test installs it)")
+
+from tracklens.pipeline.config import MllmEstimatorConfig, TransformersBackendConfig  # noqa: E402
+from tracklens.pipeline.estimators import build_estimator  # noqa: E402
+from tracklens.pipeline.estimators.mllm.prompts import load_prompt  # noqa: E402
+from tracklens.pipeline.estimators.mllm.schema import AGES, all_answers, answer_text, parse_answer  # noqa: E402
+from tracklens.pipeline.types import Crop  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_whole(tmp_path_factory):
+    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-whole"), digits="whole")
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory):
+    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-split"), digits="split", seed=1)
+
+
+def _estimator(path, mode: str, batch_size: int = 8):
+    backend = TransformersBackendConfig(model=str(path), local_files_only=True, device="cpu")
+    return build_estimator(MllmEstimatorConfig(backend=backend, mode=mode, batch_size=batch_size), None)
+
+
+def _crops(astronaut, n: int) -> list[Crop]:
+    """Real photo crops, varied: shifted, flipped, face-only, body-only."""
+    crops = []
+    for i in range(n):
+        dx = (i * 7) % 40
+        face = np.ascontiguousarray(astronaut[40 + dx : 230 + dx, 140:310][:, :: (-1) ** i])
+        body = np.ascontiguousarray(astronaut[:, dx:])
+        kind = i % 4
+        crops.append(
+            Crop(f"s:0:{i}", i * 0.1, None if kind == 3 else face, None if kind == 3 else np.array([30, 30, 140, 160], np.float32),
+                 None if kind == 2 else body, 0.9, face_px=0.0 if kind == 3 else 130.0)  # fmt: skip
+        )
+    return crops
+
+
+def test_tiny_vlm_round_trips_through_save_and_load(tiny_whole, astronaut):
+    crops = _crops(astronaut, 4)
+    first = [e.extra["raw"] for e in _estimator(tiny_whole, "constrained").estimate(crops)]
+    again = [e.extra["raw"] for e in _estimator(tiny_whole, "constrained").estimate(crops)]
+    assert first == again
+
+
+def test_constrained_mode_gives_only_schema_valid_answers(tiny_whole, tiny_split, astronaut):
+    crops = _crops(astronaut, 64)
+    for path in (tiny_whole, tiny_split):
+        estimates = _estimator(path, "constrained", batch_size=16).estimate(crops)
+        assert len(estimates) == 64 and [e.track for e in estimates] == [c.track for c in crops]
+        assert all(e.valid for e in estimates), [e.reason for e in estimates if not e.valid]
+        assert all(parse_answer(e.extra["raw"]).valid for e in estimates)
+        assert all(e.source == "mllm" and e.prompt == "person-v1" and e.model == str(path) for e in estimates)
+
+
+def test_free_mode_on_an_untrained_model_is_counted_off_format_not_guessed(tiny_whole, astronaut):
+    estimates = _estimator(tiny_whole, "free").estimate(_crops(astronaut, 4))
+    assert not any(e.valid for e in estimates)
+    assert all(e.reason.startswith("off-format") and e.age is None for e in estimates)
+
+
+def test_scored_distributions_sum_to_one(tiny_whole, tiny_split, astronaut):
+    for path in (tiny_whole, tiny_split):
+        est = _estimator(path, "scored", batch_size=4)
+        backend = est.backend
+        crops = _crops(astronaut, 6)
+        answers = backend.score([est._request(c) for c in crops])
+        for a in answers:
+            assert a.age.shape == (101,) and a.age.sum() == pytest.approx(1.0, abs=1e-5)
+            assert 0.0 <= a.p_female <= 1.0
+            assert a.expression.sum() == pytest.approx(1.0, abs=1e-5)
+        estimates = est.estimate(crops)
+        assert all(e.valid and 0 <= e.age <= 100 and e.age_std > 0 for e in estimates)
+        assert [e.expression is None for e in estimates] == [c.face is None for c in crops]
+
+
+def _determining_prefixes(tokenizer) -> dict[int, set[tuple[int, ...]]]:
+    """Brute force, independent of the trie: for each age, the shortest token prefixes of its
+    answers that no answer with another age shares."""
+    seqs = {text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in all_answers()}
+    owners: dict[tuple[int, ...], set[int]] = {}
+    for text, ids in seqs.items():
+        age = int(text.split(",")[0].split(":")[1])
+        for k in range(1, len(ids) + 1):
+            owners.setdefault(ids[:k], set()).add(age)
+    out: dict[int, set[tuple[int, ...]]] = {a: set() for a in AGES}
+    for text, ids in seqs.items():
+        age = int(text.split(",")[0].split(":")[1])
+        k = next(k for k in range(1, len(ids) + 1) if owners[ids[:k]] == {age})
+        out[age].add(ids[:k])
+    return out
+
+
+@torch.inference_mode()
+def _brute_force_age_mean(backend, request) -> float:
+    inputs = backend._inputs([request])
+    prompt = inputs["input_ids"]
+    logps = {}
+    for age, prefixes in _determining_prefixes(backend.tokenizer).items():
+        total = []
+        for prefix in prefixes:
+            ids = torch.cat([prompt, torch.tensor([prefix])], 1)
+            logits = backend.model(
+                input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]
+            ).logits[0].float().log_softmax(-1)
+            n = prompt.shape[1]
+            total.append(sum(float(logits[n - 1 + k, tok]) for k, tok in enumerate(prefix)))
+        logps[age] = max(total) + math.log(sum(math.exp(t - max(total)) for t in total))
+    top = max(logps.values())
+    weights = {a: math.exp(v - top) for a, v in logps.items()}
+    z = sum(weights.values())
+    return sum(a * w for a, w in weights.items()) / z
+
+
+@pytest.mark.parametrize("which", ["tiny_whole", "tiny_split"])
+def test_scored_age_mean_equals_brute_force_over_every_ages_tokens(which, request, astronaut):
+    """Split digits make ages 1-3 tokens long (10 vs 100 differ only at the third)."""
+    est = _estimator(request.getfixturevalue(which), "scored", batch_size=3)
+    crops = _crops(astronaut, 3)
+    estimates = est.estimate(crops)  # batched, left-padded, cached
+    for crop, e in zip(crops, estimates):
+        assert e.age == pytest.approx(_brute_force_age_mean(est.backend, est._request(crop)), abs=1e-3)
+
+
+def test_split_tokenizer_really_splits_ages(tiny_split):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_split)
+    assert len(tok.tokenize(" 100")) >= 3 and len(tok.tokenize(" 7")) <= 2
+
+
+def test_batched_scores_equal_one_by_one(tiny_whole, astronaut):
+    est = _estimator(tiny_whole, "scored", batch_size=8)
+    crops = _crops(astronaut, 5)
+    batched = est.estimate(crops)
+    for crop, b in zip(crops, batched):
+        (alone,) = est.estimate([crop])
+        assert alone.age == pytest.approx(b.age, abs=1e-3)
+        assert alone.p_female == pytest.approx(b.p_female, abs=1e-4)
+
+
+def test_prompt_is_versioned_and_offers_the_seven_options():
+    prompt = load_prompt("person-v1")
+    assert prompt.version == "person-v1"
+    text = prompt.messages(True, True)[1]["content"][-1]["text"]
+    for letter, name in zip("ABCDEFG", ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")):
+        assert f"({letter}) {name}" in text
+    assert [p["type"] for p in prompt.messages(True, False)[1]["content"]] == ["image", "text"]
+    assert "whole person" in prompt.messages(False, True)[1]["content"][-1]["text"]
+
+
+@pytest.mark.parametrize(
+    "text, ok, reason",
+    [
+        ('{"age": 34, "gender": "female", "expression": "happy"}', True, None),
+        ('```json\n{"age": 7, "gender": "male", "expression": "neutral"}\n```', True, None),
+        ("Sure! " + answer_text(60, "male", "anger"), True, None),
+        ("I'm sorry, but I can't help with identifying people.", False, "refusal"),
+        ("I cannot determine that from the image.", False, "refusal"),
+        ("She looks about thirty and happy.", False, "off-format: no JSON"),
+        ('{"age": 130, "gender": "female", "expression": "happy"}', False, "off-format: age 130"),
+        ('{"age": 33.5, "gender": "female", "expression": "happy"}', False, "off-format: age 33.5"),
+        ('{"age": true, "gender": "female", "expression": "happy"}', False, "off-format: age True"),
+        ('{"age": 30, "gender": "woman", "expression": "happy"}', False, "off-format: gender"),
+        ('{"age": 30, "gender": "female", "expression": "joyful"}', False, "off-format: expression"),
+        ('{"age": 30, "gender": "female"}', False, "off-format: expected keys"),
+        ('{"age": 30, "gender": "female", "expression": "happy"', False, "off-format"),
+    ],
+)
+def test_free_text_parser_is_strict(text, ok, reason):
+    parsed = parse_answer(text)
+    assert parsed.valid is ok
+    if reason:
+        assert parsed.reason.startswith(reason)
+        assert parsed.age is None
