@@ -8,13 +8,17 @@ export TRACKLENS_HOME ?= $(HOME)/.cache/tracklens
 
 .PHONY: setup system models demo test bench clean
 
-# The project venv. trackeval goes in without its declared dependencies: they pull
+# The project venv. torch 2.13.0 goes in first: it is the CPU build on these machines, and
+# any other request may pull a multi-GB CUDA build (the [mllm] extra accepts a range that
+# includes it). trackeval goes in without its declared dependencies: they pull
 # opencv-python 5, which shadows opencv-python-headless 4.x (5.x has no Haar cascades),
 # and its scoring code uses none of them.
+TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q '$(TORCH)'
+	$(PY) -m pip install -q -e '.[test,mllm]'
 	$(PY) -m pip install -q --no-deps 'trackeval==1.3.0'
 	touch $@
 

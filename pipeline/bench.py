@@ -6,11 +6,14 @@ directly comparable; absolute numbers on a shared machine are noisy, ratios less
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from .config import load_config
 from .models import ModelCache
@@ -19,7 +22,7 @@ from .sample import make_sample_video
 from .sources import open_source
 from .store import MemoryTrackStore
 
-__all__ = ["run_bench"]
+__all__ = ["run_bench", "mllm_bench"]
 
 
 def _decode_only(video: Path, fps: float | None) -> tuple[int, float]:
@@ -38,6 +41,37 @@ def _detect_only(video: Path, fps: float | None, stages: StageSet, batch: int) -
         stages.person.detect(chunk)
         stages.face.detect(chunk)
     return len(images), time.perf_counter() - t0
+
+
+def mllm_bench(model_dir: Path, batch_sizes=(1, 8, 32), crops: int = 64) -> dict[str, dict[int, float]]:
+    """Crops/s of the MLLM estimator on the tiny offline VLM, per answer mode and batch size.
+
+    The tiny model's own compute is negligible, so these numbers measure the estimator's
+    per-request overhead (processor, padding, trie walks, cache copies), not a real VLM.
+    """
+    from skimage import data
+
+    from .config import MllmEstimatorConfig, TransformersBackendConfig
+    from .estimators.mllm import MllmEstimator
+    from .estimators.mllm.tiny import build_tiny_vlm
+    from .types import Crop
+
+    if not (model_dir / "config.json").exists():
+        build_tiny_vlm(model_dir)
+    photo = data.astronaut()
+    face = np.ascontiguousarray(photo[40:230, 140:310])
+    box = np.array([30, 30, 140, 160], np.float32)
+    batch = [Crop(f"b:0:{i}", 0.0, face, box, photo, 1.0, face_px=130.0) for i in range(crops)]
+    results: dict[str, dict[int, float]] = {}
+    for mode in ("constrained", "scored"):
+        backend = TransformersBackendConfig(model=str(model_dir), local_files_only=True, device="cpu")
+        results[mode] = {}
+        for size in batch_sizes:
+            estimator = MllmEstimator(MllmEstimatorConfig(backend=backend, mode=mode, batch_size=size))
+            t0 = time.perf_counter()
+            estimator.estimate(batch)
+            results[mode][size] = crops / (time.perf_counter() - t0)
+    return results
 
 
 def run_bench(out_dir: Path, video: str | None = None) -> dict:
@@ -75,6 +109,8 @@ def run_bench(out_dir: Path, video: str | None = None) -> dict:
         "tracks": len(analyzer.summaries()),
         "estimates": stats.estimates,
     }
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
+        result["mllm_tiny_crops_per_s"] = mllm_bench(out_dir.parent / "tiny-vlm")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for name in (f"bench-{stamp}.json", "latest.json"):
@@ -88,5 +124,10 @@ def run_bench(out_dir: Path, video: str | None = None) -> dict:
         f"pipeline time: decode {sec['decode']:.2f} s, detect {sec['detect']:.2f} s, estimate {sec['estimate']:.2f} s, "
         f"overhead {sec['overhead']:.2f} s = {100 * result['overhead_share']:.1f}% of {sec['total']:.2f} s"
     )
+    if "mllm_tiny_crops_per_s" in result:
+        table = result["mllm_tiny_crops_per_s"]
+        sizes = list(next(iter(table.values())))
+        print("MLLM estimator, tiny offline VLM, crops/s: " + "  ".join(
+            f"{mode}: " + ", ".join(f"batch {b} {table[mode][b]:.1f}" for b in sizes) for mode in table))  # fmt: skip
     print(f"wrote {out_dir / 'latest.json'}")
     return result

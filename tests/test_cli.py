@@ -131,3 +131,23 @@ def test_analyze_sample_end_to_end(tmp_path, sample_video, redis_url):
     assert [e["event"] for e in store.events("e2e") if e["track"] == t["track"]][-1] == "end"
     info = probe(annotated)
     assert (info["width"], info["height"]) == (1280, 720) and info["frames"] == 40
+
+
+def test_analyze_with_the_mllm_estimator(tmp_path, sample_video):
+    """The pipeline runs with the MLLM as its estimator; every estimate says it came from it."""
+    pytest.importorskip("torch", reason="needs the [mllm] extra")
+    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
+
+    tiny = build_tiny_vlm(tmp_path / "tiny")
+    config = tmp_path / "mllm.yaml"
+    config.write_text(
+        "estimator:\n  type: mllm\n  mode: constrained\n"
+        f"  backend: {{type: transformers, model: '{tiny}', local_files_only: true, device: cpu}}\n"
+    )
+    out = tmp_path / "out"
+    result = _tracklens("analyze", str(sample_video), "--config", str(config), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert tracks and all(set(t["sources"]) <= {"mllm"} for t in tracks)
+    assert sum(t["sources"].get("mllm", 0) for t in tracks) >= 2
+    assert any(t["age"]["n"] >= 2 for t in tracks)

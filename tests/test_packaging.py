@@ -76,3 +76,10 @@ def test_default_yaml_spells_out_the_embedded_defaults():
     from tracklens.pipeline.config import PipelineConfig, load_config
 
     assert load_config(REPO / "configs" / "default.yaml") == PipelineConfig()
+
+
+@pytest.mark.parametrize("name", ["mllm-transformers.yaml", "mllm-openai.yaml"])
+def test_example_configs_are_valid(name):
+    from tracklens.pipeline.config import load_config
+
+    assert load_config(REPO / "configs" / name).estimator.type == "mllm"
