@@ -187,3 +187,20 @@ def test_free_text_parser_is_strict(text, ok, reason):
     if reason:
         assert parsed.reason.startswith(reason)
         assert parsed.age is None
+
+
+def test_models_tiny_vlm_command_saves_a_loadable_model(tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tracklens.pipeline.cli", "models", "tiny-vlm", str(tmp_path / "tiny"), "--digits", "split"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "tiny", local_files_only=True)
+    processor = AutoProcessor.from_pretrained(tmp_path / "tiny", local_files_only=True)
+    assert type(model).__name__ == "LlavaForConditionalGeneration" and type(processor).__name__ == "LlavaProcessor"
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000

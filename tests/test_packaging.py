@@ -33,12 +33,16 @@ def test_no_generic_top_level_module_is_importable(tmp_path, name):
     assert _python(f"import importlib.util; print(importlib.util.find_spec({name!r}))", tmp_path) == "None"
 
 
-def test_the_wheel_holds_only_the_tracklens_root(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    (wheel,) = tmp_path.glob("tracklens-*.whl")
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True)  # fmt: skip
+    (built,) = out.glob("tracklens-*.whl")
+    return built
+
+
+def test_the_wheel_holds_only_the_tracklens_root(wheel):
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"tracklens", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     names = zipfile.ZipFile(wheel).namelist()
@@ -83,3 +87,8 @@ def test_example_configs_are_valid(name):
     from tracklens.pipeline.config import load_config
 
     assert load_config(REPO / "configs" / name).estimator.type == "mllm"
+
+
+def test_the_wheel_carries_the_prompts_and_default_config(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tracklens/configs/prompts/person-v1.yaml" in names and "tracklens/configs/default.yaml" in names
