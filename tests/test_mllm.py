@@ -143,14 +143,19 @@ def test_split_tokenizer_really_splits_ages(tiny_split):
     assert len(tok.tokenize(" 100")) >= 3 and len(tok.tokenize(" 7")) <= 2
 
 
-def test_batched_scores_equal_one_by_one(tiny_whole, astronaut):
-    est = _estimator(tiny_whole, "scored", batch_size=8)
-    crops = _crops(astronaut, 5)
+@pytest.mark.parametrize("which", ["tiny_whole", "tiny_split"])
+def test_batched_scores_equal_one_by_one(which, request, astronaut):
+    """Left-padded prompts and, with split digits, rows whose chosen ages differ in token
+    length (fed right-padded and masked before the gender slot) score as they do alone."""
+    est = _estimator(request.getfixturevalue(which), "scored", batch_size=8)
+    crops = _crops(astronaut, 6)
     batched = est.estimate(crops)
     for crop, b in zip(crops, batched):
         (alone,) = est.estimate([crop])
         assert alone.age == pytest.approx(b.age, abs=1e-3)
         assert alone.p_female == pytest.approx(b.p_female, abs=1e-4)
+        if b.expression is not None:
+            np.testing.assert_allclose(alone.expression, b.expression, atol=1e-4)
 
 
 def test_prompt_is_versioned_and_offers_the_seven_options():
@@ -204,3 +209,28 @@ def test_models_tiny_vlm_command_saves_a_loadable_model(tmp_path):
     processor = AutoProcessor.from_pretrained(tmp_path / "tiny", local_files_only=True)
     assert type(model).__name__ == "LlavaForConditionalGeneration" and type(processor).__name__ == "LlavaProcessor"
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
+
+
+@torch.inference_mode()
+def test_ragged_extension_matches_row_by_row(tiny_split, astronaut):
+    """Rows fed paths of different lengths (right-padded, masked) continue exactly as alone,
+    including a further step on top of the cache with holes in it."""
+    est = _estimator(tiny_split, "scored")
+    backend = est.backend
+    requests = [est._request(c) for c in _crops(astronaut, 3)[1:]]  # face+body, face only
+    paths, after = [[40, 41, 42], [43]], [[44], [44]]
+
+    def run(reqs, row_paths):
+        inputs = backend._inputs(reqs)
+        mask = inputs["attention_mask"]
+        out = backend.model(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        lp = out.logits[:, -1].float().log_softmax(-1)
+        first, cache, mask = backend._extend(out.past_key_values, mask, lp, row_paths)
+        second, _, _ = backend._extend(cache, mask, first, after[: len(reqs)])
+        return first, second
+
+    first, second = run(requests, paths)
+    for r in range(2):
+        alone_first, alone_second = run([requests[r]], [paths[r]])
+        torch.testing.assert_close(first[r], alone_first[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(second[r], alone_second[0], atol=1e-4, rtol=1e-4)

@@ -106,85 +106,109 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def score(self, requests: list[MllmRequest]) -> list[ScoredAnswer]:
-        """Field distributions per request (list in, list out, same order)."""
+        """Field distributions per request (list in, list out, same order).
+
+        Every step is batched over the requests: the prompt pass, each level of each slot's
+        trie walk (all rows' frontier paths in one forward on gathered cache rows), and the
+        step that feeds each row its most likely value before the next slot.
+        """
         inputs = self._inputs(requests)
         mask = inputs["attention_mask"]
         out = self.model(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        last = out.logits[:, -1].float().log_softmax(-1)
-        answers = []
-        for i in range(len(requests)):
-            cache = _cache_rows(out.past_key_values, torch.tensor([i], device=self.device))
-            answers.append(self._score_one(cache, mask[i : i + 1], last[i]))
-        return answers
-
-    def _score_one(self, cache, mask: torch.Tensor, logprobs: torch.Tensor) -> ScoredAnswer:
-        node = self.trie.root
-        dists: dict[str, dict] = {}
+        cache, logprobs = out.past_key_values, out.logits[:, -1].float().log_softmax(-1)
+        nodes = [self.trie.root] * len(requests)
+        dists: list[dict[str, dict]] = [{} for _ in requests]
         for k, slot in enumerate(SLOTS):
-            dist, best_path = self._slot(cache, mask, logprobs, node, slot)
-            dists[slot] = dist
+            walked = self._slot(cache, mask, logprobs, nodes, slot)
+            for row, (dist, _) in enumerate(walked):
+                dists[row][slot] = dist
             if k + 1 < len(SLOTS):
-                # continue from the most likely value: the next field is read in its context
-                for token in best_path:
-                    node = node.children[token]
-                if best_path:
-                    logprobs, cache, mask = self._extend(cache, mask, best_path)
-        age = np.array([dists["age"].get(a, 0.0) for a in AGES])
-        expression = np.array([dists["expression"].get(e, 0.0) for e in EXPRESSIONS])
-        return ScoredAnswer(age=age, p_female=float(dists["gender"].get("female", 0.0)), expression=expression)
+                # the next field is read in the context of this one's most likely value
+                paths = [path for _, path in walked]
+                for row, path in enumerate(paths):
+                    for token in path:
+                        nodes[row] = nodes[row].children[token]
+                logprobs, cache, mask = self._extend(cache, mask, logprobs, paths)
+        return [
+            ScoredAnswer(
+                age=np.array([d["age"].get(a, 0.0) for a in AGES]),
+                p_female=float(d["gender"].get("female", 0.0)),
+                expression=np.array([d["expression"].get(e, 0.0) for e in EXPRESSIONS]),
+            )
+            for d in dists
+        ]
 
-    def _slot(self, cache, mask, logprobs: torch.Tensor, start: Node, slot: str) -> tuple[dict, list[int]]:
-        """Breadth-first walk below ``start`` until each path fixes the slot's value.
+    def _slot(self, cache, mask, logprobs: torch.Tensor, starts: list[Node], slot: str) -> list[tuple[dict, list[int]]]:
+        """Breadth-first walk below each row's node until every path fixes the slot's value.
 
-        Returns the normalised distribution over values and the token path to the most
-        likely value's node. Paths are scored by the unconstrained model and renormalised
-        over the valid answers.
+        Returns per row the normalised distribution over values and the token path to the
+        most likely value's node. Paths are scored by the unconstrained model and
+        renormalised over the valid answers.
         """
-        if start.determined(slot):
-            return {start.value(slot): 1.0}, []
-        per_value: dict = defaultdict(list)
-        best: dict = {}
-        frontier: list[tuple[Node, list[int], float]] = [(start, [], 0.0)]
-        level = logprobs[None]
-        while frontier:
-            nxt = []
-            for (node, path, lp), row in zip(frontier, level):
-                for token, child in node.children.items():
-                    clp = lp + float(row[token])
-                    if child.determined(slot):
-                        value = child.value(slot)
-                        per_value[value].append(clp)
-                        if value not in best or clp > best[value][0]:
-                            best[value] = (clp, path + [token])
-                    else:
-                        nxt.append((child, path + [token], clp))
+        rows = range(len(starts))
+        per_value: list[dict] = [defaultdict(list) for _ in rows]
+        best: list[dict] = [{} for _ in rows]
+        frontier = [[] if n.determined(slot) else [(n, [], 0.0)] for n in starts]
+        level = [logprobs[r : r + 1] for r in rows]
+        while any(frontier):
+            nxt: list[list] = [[] for _ in rows]
+            for r in rows:
+                for (node, path, lp), row_logprobs in zip(frontier[r], level[r]):
+                    for token, child in node.children.items():
+                        clp = lp + float(row_logprobs[token])
+                        if child.determined(slot):
+                            value = child.value(slot)
+                            per_value[r][value].append(clp)
+                            if value not in best[r] or clp > best[r][value][0]:
+                                best[r][value] = (clp, path + [token])
+                        else:
+                            nxt[r].append((child, path + [token], clp))
             frontier = nxt
-            if frontier:
-                level = self._extend_many(cache, mask, [p for _, p, _ in frontier])
-        totals = {v: _logsumexp(lps) for v, lps in per_value.items()}
-        norm = _logsumexp(list(totals.values()))
-        dist = {v: math.exp(t - norm) for v, t in totals.items()}
-        top = max(dist, key=dist.get)
-        return dist, best[top][1]
+            flat = [(r, path) for r in rows for _, path, _ in frontier[r]]
+            if flat:
+                out = self._extend_many(cache, mask, [r for r, _ in flat], [p for _, p in flat])
+                sizes = [len(f) for f in frontier]
+                level = list(torch.split(out, sizes))
+        results = []
+        for r, start in enumerate(starts):
+            if start.determined(slot):
+                results.append(({start.value(slot): 1.0}, []))
+                continue
+            totals = {v: _logsumexp(lps) for v, lps in per_value[r].items()}
+            norm = _logsumexp(list(totals.values()))
+            dist = {v: math.exp(t - norm) for v, t in totals.items()}
+            results.append((dist, best[r][max(dist, key=dist.get)][1]))
+        return results
 
-    def _forward_tokens(self, cache, mask: torch.Tensor, ids: torch.Tensor):
-        n, d = ids.shape
-        full_mask = torch.cat([mask.expand(n, -1), torch.ones(n, d, dtype=mask.dtype, device=mask.device)], 1)
-        positions = full_mask.cumsum(-1)[:, -d:] - 1
+    def _forward(self, cache, mask: torch.Tensor, ids: torch.Tensor, new_mask: torch.Tensor):
+        """Feed ``ids`` (masked by ``new_mask``) after ``cache``; positions skip masked slots."""
+        full_mask = torch.cat([mask, new_mask], 1)
+        positions = (full_mask.cumsum(-1)[:, -ids.shape[1] :] - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
         return out, full_mask
 
-    def _extend_many(self, cache, mask: torch.Tensor, paths: list[list[int]]) -> torch.Tensor:
-        """Log-probabilities after each of several equal-length paths, on copies of ``cache``."""
+    def _extend_many(self, cache, mask: torch.Tensor, rows: list[int], paths: list[list[int]]) -> torch.Tensor:
+        """Log-probabilities after each equal-length path, each on a copy of its row's cache."""
+        index = torch.tensor(rows, device=self.device)
         ids = torch.tensor(paths, device=self.device)
-        rows = _cache_rows(cache, torch.zeros(len(paths), dtype=torch.long, device=self.device))
-        out, _ = self._forward_tokens(rows, mask, ids)
+        out, _ = self._forward(_cache_rows(cache, index), mask[index], ids, torch.ones_like(ids, dtype=mask.dtype))
         return out.logits[:, -1].float().log_softmax(-1)
 
-    def _extend(self, cache, mask: torch.Tensor, path: list[int]):
-        """Feed ``path`` into ``cache`` (in place); returns new log-probs, cache, mask."""
-        out, full_mask = self._forward_tokens(cache, mask, torch.tensor([path], device=self.device))
-        return out.logits[0, -1].float().log_softmax(-1), out.past_key_values, full_mask
+    def _extend(self, cache, mask: torch.Tensor, logprobs: torch.Tensor, paths: list[list[int]]):
+        """Feed each row its own path (in place; ragged paths are right-padded and masked).
+
+        Returns the log-probabilities after each row's last real token, the cache and the mask.
+        """
+        width = max(len(p) for p in paths)
+        if width == 0:
+            return logprobs, cache, mask
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([p + [pad] * (width - len(p)) for p in paths], device=self.device)
+        new_mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in paths], dtype=mask.dtype, device=self.device)
+        out, full_mask = self._forward(cache, mask, ids, new_mask)
+        step = out.logits.float().log_softmax(-1)
+        rows = [step[r, len(p) - 1] if p else logprobs[r] for r, p in enumerate(paths)]
+        return torch.stack(rows), out.past_key_values, full_mask
 
 
 def _cache_rows(cache, index: torch.Tensor):
