@@ -97,6 +97,8 @@ class StreamAnalyzer:
         self.crops = CropSelector(config.crops)
         self.stats = RunStats()
         self._tracks: dict[str, _Track] = {}
+        self._open: set[str] = set()  # keys of tracks not yet ended
+        self._ended_unwritten: set[str] = set()  # ended since the last flush
         self._final_crops: list[Crop] = []  # best crops of tracks that ended before any request
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
@@ -118,9 +120,8 @@ class StreamAnalyzer:
 
     def finish(self) -> None:
         """End every open track (end of file or shutdown) and write the final state."""
-        for key, track in self._tracks.items():
-            if not track.ended:
-                self._end(key)
+        for key in sorted(self._open):
+            self._end(key)
         self._flush()
 
     def summaries(self) -> list[dict]:
@@ -144,19 +145,21 @@ class StreamAnalyzer:
             track = self._tracks.get(key)
             if track is None:
                 track = self._tracks[key] = _Track(key, frame.pts, frame.pts)
+                self._open.add(key)
             track.last_seen = frame.pts
             track.frames += 1
             seen.append((key, people[det]))
         alive = {track_key(self.stream, self.epoch, i) for i in self.tracker.active_ids}
-        for key, track in self._tracks.items():
-            if not track.ended and key not in alive:
-                self._end(key)
+        for key in sorted(self._open - alive):
+            self._end(key)
         due = self.crops.offer(frame.image, frame.pts, seen)
         tracks = [(k, int(i), p.box, p.face) for (k, p), i in zip(seen, out.track_ids)]
         return FrameResult(frame, tracks), due
 
     def _end(self, key: str) -> None:
         track = self._tracks[key]
+        self._open.discard(key)
+        self._ended_unwritten.add(key)
         track.ended = True
         track.event = "end"
         crop = self.crops.finish(key)
@@ -189,9 +192,9 @@ class StreamAnalyzer:
         crops, self._final_crops = self._final_crops, []
         self._estimate(crops)
         records = []
-        for track in self._tracks.values():
-            if track.ended and track.event is None:
-                continue  # written when it ended, nothing new since
+        keys, self._ended_unwritten = sorted(self._open | self._ended_unwritten), set()
+        for key in keys:
+            track = self._tracks[key]
             track.version += 1
             records.append(TrackRecord(track.key, self.stream, track.version, self._summary(track), track.agg.to_dict(), track.event))
             track.event = None
