@@ -85,10 +85,20 @@ PersonDetectorConfig = Annotated[Union[SsdliteDetectorConfig], Field(discriminat
 FaceDetectorConfig = Annotated[Union[DlibFaceDetectorConfig, HaarFaceDetectorConfig], Field(discriminator="type")]
 
 
+class FaceScheduleConfig(_Section):
+    """Full face scans every ``full_scan_interval_s`` (0: every frame); in between, only the
+    head regions of detected people and windows around tracked faces are scanned."""
+
+    full_scan_interval_s: float = Field(0.3, ge=0, description="also the longest delay before a new face-only person is found")
+    roi_margin: float = Field(1.5, ge=0, description="window around a tracked face, per side, in face sizes")
+    min_roi_px: int = Field(96, ge=16)
+
+
 class DetectionConfig(_Section):
     person: PersonDetectorConfig = SsdliteDetectorConfig()
     face: FaceDetectorConfig = DlibFaceDetectorConfig()
-    batch_frames: int = Field(4, ge=1, le=64)
+    face_schedule: FaceScheduleConfig = FaceScheduleConfig()
+    batch_frames: int = Field(8, ge=1, le=64, description="frames per detector call (full face scans of a batch run in parallel)")
 
 
 class TrackerConfig(_Section):

@@ -19,6 +19,7 @@ from .association import associate
 from .config import PipelineConfig
 from .crops import CropSelector
 from .detectors import Detector, build_detector
+from .detectors.schedule import FaceScanPlanner, detect_in_regions
 from .estimators import Estimator, build_estimator
 from .models import ModelCache
 from .sources import FrameSource
@@ -95,10 +96,13 @@ class StreamAnalyzer:
         tc = config.tracker.model_dump(exclude={"type"})
         self.tracker = ByteTrackTracker(ByteTrackConfig(**tc), frame_rate=analysis_fps)
         self.crops = CropSelector(config.crops)
+        self.face_planner = FaceScanPlanner(config.detection.face_schedule)
         self.stats = RunStats()
         self._tracks: dict[str, _Track] = {}
         self._open: set[str] = set()  # keys of tracks not yet ended
         self._ended_unwritten: set[str] = set()  # ended since the last flush
+        self._last_face: dict[str, np.ndarray] = {}  # open track -> its last seen face box
+        self._prev_faces = np.zeros((0, 4), np.float32)  # every face of the previous frame
         self._final_crops: list[Crop] = []  # best crops of tracks that ended before any request
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
@@ -106,7 +110,7 @@ class StreamAnalyzer:
         t0 = time.perf_counter()
         images = [f.image for f in frames]
         persons = self.stages.person.detect(images)
-        faces = self.stages.face.detect(images)
+        faces = self._detect_faces(frames, persons)
         self.stats.seconds["detect"] += time.perf_counter() - t0
         results, due = [], []
         for frame, p, f in zip(frames, persons, faces):
@@ -117,6 +121,24 @@ class StreamAnalyzer:
         self._flush()
         self.stats.frames_analysed += len(frames)
         return results
+
+    def _detect_faces(self, frames: list[Frame], persons: list) -> list:
+        """Full scans on the frames the planner picks (one batched call); the other frames,
+        in order, scan only around people and around the faces of the frame before."""
+        tracked = np.array(list(self._last_face.values()), np.float32).reshape(-1, 4)
+        plans = [self.face_planner.regions(f.pts, p, tracked, *f.size) for f, p in zip(frames, persons)]
+        full = [i for i, plan in enumerate(plans) if plan is None]
+        faces: list = [None] * len(frames)
+        for i, found in zip(full, self.stages.face.detect([frames[i].image for i in full])):
+            faces[i] = found
+        previous = self._prev_faces
+        for i, plan in enumerate(plans):
+            if plan is not None:
+                # faces of the frame before keep tentative (not yet confirmed) tracks going
+                extra = self.face_planner.regions_around(previous, *frames[i].size)
+                faces[i] = detect_in_regions(self.stages.face, frames[i].image, np.concatenate([plan, extra]))
+            previous = faces[i].xyxy
+        return faces
 
     def finish(self) -> None:
         """End every open track (end of file or shutdown) and write the final state."""
@@ -135,6 +157,7 @@ class StreamAnalyzer:
 
     def _track_frame(self, frame: Frame, persons, faces) -> tuple[FrameResult, list[Crop]]:
         w, h = frame.size
+        self._prev_faces = faces.xyxy
         people = associate(persons, faces, w, h, self.config.association)
         boxes = np.array([p.box for p in people], np.float32).reshape(-1, 4)
         scores = np.array([p.confidence for p in people], np.float32)
@@ -149,6 +172,8 @@ class StreamAnalyzer:
             track.last_seen = frame.pts
             track.frames += 1
             seen.append((key, people[det]))
+            if people[det].face is not None:
+                self._last_face[key] = people[det].face
         alive = {track_key(self.stream, self.epoch, i) for i in self.tracker.active_ids}
         for key in sorted(self._open - alive):
             self._end(key)
@@ -159,6 +184,7 @@ class StreamAnalyzer:
     def _end(self, key: str) -> None:
         track = self._tracks[key]
         self._open.discard(key)
+        self._last_face.pop(key, None)
         self._ended_unwritten.add(key)
         track.ended = True
         track.event = "end"

@@ -26,6 +26,27 @@ class ScriptedDetector:
         return out
 
 
+class BlobFaceDetector:
+    """Finds the pure-white squares the test source draws as faces (works on any crop)."""
+
+    model_id = "blobs"
+
+    def __init__(self) -> None:
+        self.pixels_scanned = 0
+
+    def detect(self, images):
+        from scipy import ndimage
+
+        out = []
+        for image in images:
+            self.pixels_scanned += image.shape[0] * image.shape[1]
+            labels, _ = ndimage.label((image == 255).all(axis=2))
+            boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)]
+            boxes = np.array(boxes, np.float32).reshape(-1, 4)
+            out.append(Detections(boxes, np.full(len(boxes), 0.9), np.full(len(boxes), FACE)))
+        return out
+
+
 class RecordingEstimator:
     source, model_id = "specialist", "recorder"
 
@@ -40,15 +61,20 @@ class RecordingEstimator:
 
 
 class ListSource:
+    """Gray frames with the faces of the script drawn as white squares; frame i is stamped
+    into pixel (0, 0) for the scripted person detector."""
+
     stream = "cam"
     analysis_fps = 10.0
 
-    def __init__(self, n: int) -> None:
-        self.n = n
+    def __init__(self, n: int, faces: dict[int, list[list[float]]]) -> None:
+        self.n, self.faces = n, faces
 
     def __iter__(self):
         for i in range(self.n):
             image = np.full((480, 640, 3), 60, np.uint8)
+            for x0, y0, x1, y1 in self.faces.get(i, []):
+                image[int(y0) : int(y1), int(x0) : int(x1)] = 255
             image[0, 0, 0], image[0, 0, 1] = i % 256, i // 256
             yield Frame("cam", i, i / 10.0, 0.0, image)
 
@@ -68,10 +94,10 @@ def test_track_lifecycle_events_and_final_estimates():
         {"stream": "cam", "crops": {"first_after_s": 0.3, "refresh_s": 1.0}, "tracker": {"min_hits": 3, "lost_track_buffer": 30}}
     )
     estimator = RecordingEstimator()
-    stages = StageSet(ScriptedDetector(people, PERSON), ScriptedDetector(faces, FACE), estimator)
+    stages = StageSet(ScriptedDetector(people, PERSON), BlobFaceDetector(), estimator)
     store = MemoryTrackStore()
     analyzer = StreamAnalyzer(config, stages, store, 10.0, stream="cam")
-    analyze(ListSource(40), analyzer)
+    analyze(ListSource(40, faces), analyzer)
 
     tracks = {t["track"]: t for t in store.tracks("cam")}
     assert set(tracks) == {"cam:0:1", "cam:0:2"}
@@ -98,7 +124,23 @@ def test_a_track_that_ends_before_its_first_request_still_gets_estimated():
     pb, fb = _script(range(0, 5), 300)
     config = PipelineConfig.model_validate({"crops": {"first_after_s": 5.0}, "tracker": {"min_hits": 2}})
     estimator = RecordingEstimator()
-    stages = StageSet(ScriptedDetector(pb, PERSON), ScriptedDetector(fb, FACE), estimator)
+    stages = StageSet(ScriptedDetector(pb, PERSON), BlobFaceDetector(), estimator)
     analyzer = StreamAnalyzer(config, stages, MemoryTrackStore(), 10.0, stream="cam")
-    analyze(ListSource(8), analyzer)
+    analyze(ListSource(8, fb), analyzer)
     assert estimator.seen == ["cam:0:1"]
+
+
+def test_face_only_people_are_followed_between_full_scans_on_a_fraction_of_the_pixels():
+    """No person detections at all: the face is found by a full scan, then in windows
+    around where it was, frame after frame, and the track never breaks."""
+    faces = {i: [[100 + 8 * i, 200, 150 + 8 * i, 250]] for i in range(30)}
+    config = PipelineConfig.model_validate({"detection": {"face_schedule": {"full_scan_interval_s": 1.0}}})
+    detector = BlobFaceDetector()
+    stages = StageSet(ScriptedDetector({}, PERSON), detector, RecordingEstimator())
+    analyzer = StreamAnalyzer(config, stages, MemoryTrackStore(), 10.0, stream="cam")
+    analyze(ListSource(30, faces), analyzer)
+    (track,) = analyzer.summaries()
+    assert track["frames"] == 28  # every frame from confirmation (min_hits 3) to the end
+    full_scans = 3  # at 0, 1 and 2 s
+    assert detector.pixels_scanned < 0.3 * 30 * 480 * 640
+    assert detector.pixels_scanned > full_scans * 480 * 640
