@@ -78,6 +78,33 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
+@pytest.fixture(scope="session")
+def tiny_whole(tmp_path_factory) -> Path:
+    """The tiny offline LLaVA, numbers as whole tokens (built once per session)."""
+    pytest.importorskip("torch", reason="the MLLM path needs the [mllm] extra (make test installs it)")
+    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-whole"), digits="whole")
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory) -> Path:
+    """The tiny offline LLaVA with numbers split digit by digit (ages of 1-3 tokens)."""
+    pytest.importorskip("torch", reason="the MLLM path needs the [mllm] extra (make test installs it)")
+    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-split"), digits="split", seed=1)
+
+
+def mllm_yaml(path: Path, section: str, model: Path, mode: str = "constrained") -> Path:
+    """A config file whose ``section`` (estimator or mllm) is the MLLM on a local model."""
+    path.write_text(
+        f"{section}:\n  type: mllm\n  mode: {mode}\n"
+        f"  backend: {{type: transformers, model: '{model}', local_files_only: true, device: cpu}}\n"
+    )
+    return path
+
+
 def write_video(path: Path, frames: int = 30, fps: int = 30, size=(160, 120), codec: str = "libx264") -> Path:
     """A small video of a moving square, with any codec PyAV can encode."""
     import av

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_video
+from conftest import mllm_yaml, write_video
 
 
 def _tracklens(*args: str, home: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -133,17 +133,9 @@ def test_analyze_sample_end_to_end(tmp_path, sample_video, redis_url):
     assert (info["width"], info["height"]) == (1280, 720) and info["frames"] == 40
 
 
-def test_analyze_with_the_mllm_estimator(tmp_path, sample_video):
+def test_analyze_with_the_mllm_estimator(tmp_path, sample_video, tiny_whole):
     """The pipeline runs with the MLLM as its estimator; every estimate says it came from it."""
-    pytest.importorskip("torch", reason="needs the [mllm] extra")
-    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
-
-    tiny = build_tiny_vlm(tmp_path / "tiny")
-    config = tmp_path / "mllm.yaml"
-    config.write_text(
-        "estimator:\n  type: mllm\n  mode: constrained\n"
-        f"  backend: {{type: transformers, model: '{tiny}', local_files_only: true, device: cpu}}\n"
-    )
+    config = mllm_yaml(tmp_path / "mllm.yaml", "estimator", tiny_whole)
     out = tmp_path / "out"
     result = _tracklens("analyze", str(sample_video), "--config", str(config), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr

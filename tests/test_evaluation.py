@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mllm_yaml
 
 from tracklens.pipeline.errors import InputError
 from tracklens.pipeline.evaluation import Sample, accuracy, age_metrics, load_manifest, macro_f1, score
@@ -113,16 +114,8 @@ def photo_manifest(tmp_path, astronaut) -> Path:
     return path
 
 
-def test_eval_cli_prints_both_estimators_side_by_side(tmp_path, photo_manifest, models):
-    pytest.importorskip("torch", reason="the MLLM column needs the [mllm] extra")
-    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
-
-    tiny = build_tiny_vlm(tmp_path / "tiny")
-    config = tmp_path / "eval.yaml"
-    config.write_text(
-        "mllm:\n  type: mllm\n  mode: constrained\n"
-        f"  backend: {{type: transformers, model: '{tiny}', local_files_only: true, device: cpu}}\n"
-    )
+def test_eval_cli_prints_both_estimators_side_by_side(tmp_path, photo_manifest, models, tiny_whole):
+    config = mllm_yaml(tmp_path / "eval.yaml", "mllm", tiny_whole)
     out = tmp_path / "report.json"
     result = subprocess.run(
         [sys.executable, "-m", "tracklens.pipeline.cli", "eval", str(photo_manifest), "--estimator", "both",

@@ -16,20 +16,6 @@ from tracklens.pipeline.estimators.mllm.schema import AGES, all_answers, answer_
 from tracklens.pipeline.types import Crop  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_whole(tmp_path_factory):
-    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
-
-    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-whole"), digits="whole")
-
-
-@pytest.fixture(scope="session")
-def tiny_split(tmp_path_factory):
-    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
-
-    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-split"), digits="split", seed=1)
-
-
 def _estimator(path, mode: str, batch_size: int = 8):
     backend = TransformersBackendConfig(model=str(path), local_files_only=True, device="cpu")
     return build_estimator(MllmEstimatorConfig(backend=backend, mode=mode, batch_size=batch_size), None)
@@ -50,10 +36,19 @@ def _crops(astronaut, n: int) -> list[Crop]:
     return crops
 
 
-def test_tiny_vlm_round_trips_through_save_and_load(tiny_whole, astronaut):
+def test_tiny_vlm_round_trips_through_save_and_load(tiny_whole, astronaut, tmp_path):
+    """Loaded, saved again and reloaded: same weights, same greedy answers."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_whole, local_files_only=True)
+    model.save_pretrained(tmp_path / "again")
+    AutoProcessor.from_pretrained(tiny_whole, local_files_only=True).save_pretrained(tmp_path / "again")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "again", local_files_only=True)
+    for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), name
     crops = _crops(astronaut, 4)
     first = [e.extra["raw"] for e in _estimator(tiny_whole, "constrained").estimate(crops)]
-    again = [e.extra["raw"] for e in _estimator(tiny_whole, "constrained").estimate(crops)]
+    again = [e.extra["raw"] for e in _estimator(tmp_path / "again", "constrained").estimate(crops)]
     assert first == again
 
 

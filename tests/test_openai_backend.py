@@ -86,10 +86,8 @@ def _app(tiny_path):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tracklens.pipeline.estimators.mllm.tiny import build_tiny_vlm
-
-    app, state = _app(build_tiny_vlm(tmp_path_factory.mktemp("tiny")))
+def server(tiny_whole):
+    app, state = _app(tiny_whole)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
