@@ -25,7 +25,7 @@ from .sample import make_sample_video
 from .sources import open_source
 from .store import MemoryTrackStore
 
-__all__ = ["run_bench", "mllm_bench"]
+__all__ = ["mllm_bench", "run_bench"]
 
 
 def _decode_only(video: Path, fps: float | None) -> tuple[int, float]:

@@ -7,10 +7,9 @@ import math
 
 import numpy as np
 import pytest
-
 from tracklens.pipeline.aggregation import TrackAggregate, fuse, is_confident, summarize
-from tracklens.pipeline.estimators.consistency import enforce
 from tracklens.pipeline.config import AggregationConfig
+from tracklens.pipeline.estimators.consistency import enforce
 from tracklens.pipeline.types import EXPRESSIONS, Estimate
 
 CFG = AggregationConfig()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tracklens.pipeline.association import associate
 from tracklens.pipeline.config import AssociationConfig, CropConfig
 from tracklens.pipeline.crops import CropSelector

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from synthetic import make_sequence
-
 from tracklens.trackers import ByteTrackConfig, ByteTrackTracker
 
 

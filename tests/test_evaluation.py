@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import mllm_yaml
-
 from tracklens.pipeline.errors import InputError
 from tracklens.pipeline.evaluation import Sample, accuracy, age_metrics, load_manifest, macro_f1, score
 from tracklens.pipeline.types import EXPRESSIONS, Estimate

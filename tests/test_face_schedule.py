@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from tracklens.pipeline.config import FaceScheduleConfig
 from tracklens.pipeline.detectors.schedule import FaceScanPlanner, merge_overlapping
 from tracklens.pipeline.types import PERSON, Detections

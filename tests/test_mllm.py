@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the MLLM path needs the [mllm] extra (make test installs it)")
 
-from tracklens.pipeline.config import MllmEstimatorConfig, TransformersBackendConfig  # noqa: E402
-from tracklens.pipeline.estimators import build_estimator  # noqa: E402
-from tracklens.pipeline.estimators.mllm.prompts import load_prompt  # noqa: E402
-from tracklens.pipeline.estimators.mllm.schema import AGES, all_answers, answer_text, parse_answer  # noqa: E402
-from tracklens.pipeline.types import Crop  # noqa: E402
+from tracklens.pipeline.config import MllmEstimatorConfig, TransformersBackendConfig
+from tracklens.pipeline.estimators import build_estimator
+from tracklens.pipeline.estimators.mllm.prompts import load_prompt
+from tracklens.pipeline.estimators.mllm.schema import AGES, all_answers, answer_text, parse_answer
+from tracklens.pipeline.types import Crop
 
 
 def _estimator(path, mode: str, batch_size: int = 8):

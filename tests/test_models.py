@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from tracklens.pipeline.errors import ModelError
 from tracklens.pipeline.models import CATALOG, ModelCache
 from tracklens.pipeline.models.catalog import ModelSpec

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tracklens.pipeline.config import DlibFaceDetectorConfig, SpecialistEstimatorConfig, SsdliteDetectorConfig
 from tracklens.pipeline.detectors import build_detector
 from tracklens.pipeline.detectors.ssdlite import tile_windows

@@ -19,18 +19,17 @@ pytest.importorskip("torch", reason="the server answers with the tiny VLM ([mllm
 fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
-from tracklens.pipeline.config import MllmEstimatorConfig, OpenAIBackendConfig, TransformersBackendConfig  # noqa: E402
-from tracklens.pipeline.errors import ConfigError  # noqa: E402
-from tracklens.pipeline.estimators import build_estimator  # noqa: E402
-from tracklens.pipeline.estimators.mllm.base import MllmRequest  # noqa: E402
-from tracklens.pipeline.types import Crop  # noqa: E402
+from tracklens.pipeline.config import MllmEstimatorConfig, OpenAIBackendConfig, TransformersBackendConfig
+from tracklens.pipeline.errors import ConfigError
+from tracklens.pipeline.estimators import build_estimator
+from tracklens.pipeline.estimators.mllm.base import MllmRequest
+from tracklens.pipeline.types import Crop
 
 REFUSAL = "I'm sorry, but I can't help with identifying people in images."
 
 
 def _app(tiny_path):
     from PIL import Image
-
     from tracklens.pipeline.estimators.mllm.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(TransformersBackendConfig(model=str(tiny_path), local_files_only=True, device="cpu"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from tracklens.pipeline.config import PipelineConfig
 from tracklens.pipeline.runner import StageSet, StreamAnalyzer, analyze
 from tracklens.pipeline.store import MemoryTrackStore
@@ -86,7 +85,7 @@ def _script(frames: range, x: float) -> tuple[dict, dict]:
 
 
 def test_track_lifecycle_events_and_final_estimates():
-    pa, fa = _script(range(0, 40), 50)
+    pa, fa = _script(range(40), 50)
     pb, fb = _script(range(10, 15), 400)  # a short visit: confirmed, then gone
     people = {i: pa.get(i, []) + pb.get(i, []) for i in range(40)}
     faces = {i: fa.get(i, []) + fb.get(i, []) for i in range(40)}
@@ -121,7 +120,7 @@ def test_track_lifecycle_events_and_final_estimates():
 
 
 def test_a_track_that_ends_before_its_first_request_still_gets_estimated():
-    pb, fb = _script(range(0, 5), 300)
+    pb, fb = _script(range(5), 300)
     config = PipelineConfig.model_validate({"crops": {"first_after_s": 5.0}, "tracker": {"min_hits": 2}})
     estimator = RecordingEstimator()
     stages = StageSet(ScriptedDetector(pb, PERSON), BlobFaceDetector(), estimator)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import write_video
-
 from tracklens.pipeline.errors import InputError
 from tracklens.pipeline.sources import FileSource, FpsCap, open_source, probe
 

@@ -6,7 +6,6 @@ import threading
 import uuid
 
 import pytest
-
 from tracklens.pipeline.errors import StoreError
 from tracklens.pipeline.store import MemoryTrackStore, RedisTrackStore, TrackRecord
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from synthetic import Sequence, make_sequence
-
 from tracklens.trackers import ByteTrackConfig, ByteTrackTracker, iou_matrix
 
 trackeval = pytest.importorskip("trackeval", reason="installed by `make test` (pip install --no-deps trackeval)")

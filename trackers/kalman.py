@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BoxKalmanFilter", "xyxy_to_cxcywh", "cxcywh_to_xyxy"]
+__all__ = ["BoxKalmanFilter", "cxcywh_to_xyxy", "xyxy_to_cxcywh"]
 
 
 def xyxy_to_cxcywh(boxes: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["iou_matrix", "assign"]
+__all__ = ["assign", "iou_matrix"]
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 from ..models import ModelCache
 from ..types import Detections
 
-__all__ = ["Detector", "build_detector", "DETECTORS"]
+__all__ = ["DETECTORS", "Detector", "build_detector"]
 
 #: ``type`` -> (module, class)
 DETECTORS: dict[str, tuple[str, str]] = {

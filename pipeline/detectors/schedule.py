@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...trackers import iou_matrix
 from ..config import FaceScheduleConfig
 from ..types import Detections
-from ...trackers import iou_matrix
 from .nms import nms
 
 __all__ = ["FaceScanPlanner", "detect_in_regions", "merge_overlapping"]

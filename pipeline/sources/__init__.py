@@ -13,6 +13,5 @@ __all__ = ["FileSource", "FpsCap", "FrameSource", "open_source", "probe"]
 def open_source(uri: str | Path, stream: str = "video", fps: float | None = 10.0) -> FrameSource:
     """Open a source by URI. Plain paths and ``file://`` URIs are files."""
     text = str(uri)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
+    text = text.removeprefix("file://")
     return FileSource(text, stream=stream, fps=fps)

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from ..types import Frame
 
-__all__ = ["FrameSource", "FpsCap"]
+__all__ = ["FpsCap", "FrameSource"]
 
 
 @runtime_checkable

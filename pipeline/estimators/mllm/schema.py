@@ -23,7 +23,7 @@ __all__ = [
     "parse_answer",
 ]
 
-AGES = tuple(range(0, 101))
+AGES = tuple(range(101))
 GENDERS = ("male", "female")
 
 #: For servers that enforce a JSON schema (OpenAI structured outputs, vLLM guided decoding).

@@ -20,7 +20,7 @@ from typing import Literal
 from ...types import EXPRESSIONS
 from .schema import AGES, GENDERS, answer_text
 
-__all__ = ["AnswerTrie", "Node", "SLOTS"]
+__all__ = ["SLOTS", "AnswerTrie", "Node"]
 
 Slot = Literal["age", "gender", "expression"]
 SLOTS: tuple[Slot, ...] = ("age", "gender", "expression")
