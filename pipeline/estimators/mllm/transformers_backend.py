@@ -12,7 +12,6 @@ Batches are left-padded. Three ways to answer:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import defaultdict
 
@@ -27,9 +26,6 @@ from .schema import AGES
 from .trie import SLOTS, AnswerTrie, Node
 
 __all__ = ["TransformersBackend"]
-
-log = logging.getLogger(__name__)
-
 
 class TransformersBackend:
     """See the module docstring. Weights load once, on construction, then a warm-up runs."""
@@ -91,15 +87,13 @@ class TransformersBackend:
         inputs = self._inputs(requests)
         prompt_len = inputs["input_ids"].shape[1]
         eos = self.tokenizer.eos_token_id
-        processors = LogitsProcessorList([_TrieConstraint(self.trie, prompt_len, eos)]) if constrained else None
-        out = self.model.generate(
-            **inputs,
-            do_sample=False,
-            max_new_tokens=self.trie.max_len + 1 if constrained else self.config.max_new_tokens,
-            logits_processor=processors,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=eos,
-        )
+        options: dict = {"max_new_tokens": self.config.max_new_tokens}
+        if constrained:
+            # the constraint ends every answer with the tokenizer's EOS; free text keeps the
+            # model's own end-of-turn tokens (its generation config)
+            options = {"max_new_tokens": self.trie.max_len + 1, "eos_token_id": eos,
+                       "logits_processor": LogitsProcessorList([_TrieConstraint(self.trie, prompt_len, eos)])}  # fmt: skip
+        out = self.model.generate(**inputs, do_sample=False, pad_token_id=self.tokenizer.pad_token_id, **options)
         return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
 
     # -- scored readout -----------------------------------------------------------------------
