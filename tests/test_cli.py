@@ -143,3 +143,28 @@ def test_analyze_with_the_mllm_estimator(tmp_path, sample_video, tiny_whole):
     assert tracks and all(set(t["sources"]) <= {"mllm"} for t in tracks)
     assert sum(t["sources"].get("mllm", 0) for t in tracks) >= 2
     assert any(t["age"]["n"] >= 2 for t in tracks)
+
+
+def test_a_file_that_breaks_off_keeps_its_tracks_and_says_so(tmp_path, sample_video):
+    """Cut after its first half, with its index up front: the first half's tracks are written,
+    the error names the file and the shortfall, and the exit status is 1."""
+    import av
+
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(sample_video)) as src, av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    data = whole.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 3 // 4])
+    out = tmp_path / "out"
+    result = _tracklens("analyze", str(tmp_path / "cut.mp4"), "--out", str(out), "--no-progress")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    *_, summary, error = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "frames analysed" in summary
+    assert error.startswith("tracklens: error: ") and "cut.mp4" in error and "truncated" in error
+    assert "tracks up to that point were kept" in error
+    tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert len(tracks) == 1 and tracks[0]["gender"]["label"] == "female"

@@ -80,3 +80,33 @@ def test_stream_that_breaks_off_keeps_what_was_decoded(tmp_path):
     with FileSource(cut, fps=None) as src:
         frames = list(src)
     assert 0 < len(frames) < 90
+
+
+def _faststart_video(path, frames=90):
+    """An mp4 with its index (moov) up front, as streaming-friendly encoders write it."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(frames):
+            img = np.random.default_rng(i).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_truncated_mp4_with_its_index_up_front_is_reported(tmp_path):
+    """Such a file opens and decodes, then just stops: FFmpeg raises nothing, so the source
+    compares what it decoded with what the header declares."""
+    data = _faststart_video(tmp_path / "v.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with FileSource(cut, fps=None) as src:
+        frames = list(src)
+    assert 0 < len(frames) < 90
+    assert "of the 90 frames its header declares" in src.error
+    with FileSource(tmp_path / "v.mp4", fps=None) as whole:
+        assert len(list(whole)) == 90 and whole.error is None

@@ -71,7 +71,9 @@ class FileSource:
     Raises:
         InputError: on construction for a missing, empty or unreadable file, and from
             iteration when the file is corrupt before any frame decodes. Corruption after
-            some frames is logged and ends the stream, keeping what was analysed.
+            some frames, or a file that ends well before the length its header declares (a
+            truncated download with its index up front), ends the stream, keeping what was
+            analysed, and is reported in ``error``.
     """
 
     def __init__(self, path: str | Path, stream: str = "video", fps: float | None = 10.0) -> None:
@@ -81,6 +83,8 @@ class FileSource:
         self._container = _open(self.path)
         video = self._container.streams.video[0]
         self._nominal = float(video.average_rate or video.guessed_rate or 0) or 30.0
+        self._declared_frames = int(video.frames or 0)
+        self._declared_s = float(video.duration * video.time_base) if video.duration else None
         self.decoded = 0
         self.error: str | None = None
 
@@ -99,6 +103,7 @@ class FileSource:
         video = self._container.streams.video[0]
         video.thread_type = "AUTO"
         frames = self._container.decode(video)
+        last_pts = 0.0
         while True:
             try:
                 frame = next(frames)
@@ -108,16 +113,29 @@ class FileSource:
                 if self.decoded == 0:
                     raise InputError(f"cannot decode {self.path}: {_reason(err)}") from None
                 self.error = f"decoding stopped after {self.decoded} frames: {_reason(err)}"
-                log.warning("%s: %s", self.path, self.error)
+                log.info("%s: %s", self.path, self.error)
                 break
             index = self.decoded
             self.decoded += 1
             pts = float(frame.time) if frame.time is not None else index / self._nominal
+            last_pts = pts
             if not cap.keep(pts):
                 continue
             yield Frame(self.stream, index, pts, time.time(), frame.to_ndarray(format="rgb24"))
         if self.decoded == 0:
             raise InputError(f"no frame could be decoded from {self.path}; is it truncated?")
+        if self.error is None:
+            self.error = self._shortfall(last_pts)
+            if self.error:
+                log.info("%s: %s", self.path, self.error)
+
+    def _shortfall(self, last_pts: float) -> str | None:
+        """Why the decoded stream looks shorter than the header says, or None."""
+        if self._declared_frames and self.decoded < self._declared_frames - 1:
+            return f"the file ends after {self.decoded} of the {self._declared_frames} frames its header declares; it looks truncated"
+        if self._declared_s and last_pts + 2.0 / self._nominal < self._declared_s - 0.1:
+            return f"the file ends at {last_pts:.1f} s of the {self._declared_s:.1f} s its header declares; it looks truncated"
+        return None
 
     def close(self) -> None:
         self._container.close()
