@@ -138,13 +138,18 @@ def _analyze(args: argparse.Namespace) -> int:
         if annotator is not None:
             annotator(result)
 
+    interrupted = False
     try:
-        stats = analyze(source, analyzer, on_frame)
+        analyze(source, analyzer, on_frame)
+    except KeyboardInterrupt:
+        interrupted = True
+        analyzer.finish()  # end and write the open tracks: what was analysed is kept
     finally:
         progress.close()
         source.close()
         if annotator is not None:
             annotator.close()
+    stats = analyzer.stats
     summaries = analyzer.summaries()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,6 +165,9 @@ def _analyze(args: argparse.Namespace) -> int:
         + (f"; tracks stored in Redis at {url}" if url else "")
     )
     store.close()
+    if interrupted:
+        _say("tracklens: interrupted; the tracks up to that point were kept")
+        return 130
     if source.error:
         _say(f"tracklens: error: {args.video}: {source.error}; the tracks up to that point were kept")
         return 1

@@ -243,16 +243,18 @@ def analyze(
 ) -> RunStats:
     """Run a whole source through ``analyzer``, ending every track at the end; returns its stats."""
     start = time.perf_counter()
-    batch: list[Frame] = []
-    for frame in _timed(iter(source), analyzer.stats):
-        batch.append(frame)
-        if len(batch) >= analyzer.config.detection.batch_frames:
+    try:
+        batch: list[Frame] = []
+        for frame in _timed(iter(source), analyzer.stats):
+            batch.append(frame)
+            if len(batch) >= analyzer.config.detection.batch_frames:
+                _emit(analyzer.process(batch), on_frame)
+                batch = []
+        if batch:
             _emit(analyzer.process(batch), on_frame)
-            batch = []
-    if batch:
-        _emit(analyzer.process(batch), on_frame)
-    analyzer.finish()
-    analyzer.stats.seconds["total"] = time.perf_counter() - start
+        analyzer.finish()
+    finally:
+        analyzer.stats.seconds["total"] = time.perf_counter() - start
     return analyzer.stats
 
 

@@ -168,3 +168,29 @@ def test_a_file_that_breaks_off_keeps_its_tracks_and_says_so(tmp_path, sample_vi
     assert "tracks up to that point were kept" in error
     tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
     assert len(tracks) == 1 and tracks[0]["gender"]["label"] == "female"
+
+
+def test_ctrl_c_keeps_what_was_analysed(tmp_path, sample_video):
+    """An interrupted run still ends its tracks and writes tracks.jsonl, then exits 130."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if k != "TRACKLENS_REDIS_URL"}
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracklens.pipeline.cli", "analyze", str(sample_video), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    import re
+
+    seen = ""
+    while max((int(n) for n in re.findall(r"(\d+)/40", seen)), default=0) < 9:  # the progress bar passed 8 frames
+        chunk = proc.stderr.read(1)
+        if not chunk:
+            break
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, seen + stderr
+    assert "Traceback" not in stderr and "interrupted; the tracks up to that point were kept" in stderr
+    tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert len(tracks) == 1 and tracks[0]["state"] == "ended" and tracks[0]["last_seen"] < 3.9
