@@ -198,7 +198,6 @@ class MllmEstimatorConfig(_Section):
     batch_size: int = Field(8, ge=1)
     age_error_years: float = Field(5.0, gt=0, description="assumed error of a single hard age answer")
     hard_answer_confidence: float = Field(0.9, gt=0.5, lt=1, description="probability given to a hard label")
-    min_expression_face_px: int = Field(32, ge=8, description="no expression is read from smaller faces")
 
 
 EstimatorConfig = Annotated[Union[SpecialistEstimatorConfig, MllmEstimatorConfig], Field(discriminator="type")]

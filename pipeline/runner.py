@@ -138,6 +138,7 @@ class StreamAnalyzer:
                 extra = self.face_planner.regions_around(previous, *frames[i].size)
                 faces[i] = detect_in_regions(self.stages.face, frames[i].image, np.concatenate([plan, extra]))
             previous = faces[i].xyxy
+        self._prev_faces = previous
         return faces
 
     def finish(self) -> None:
@@ -157,7 +158,6 @@ class StreamAnalyzer:
 
     def _track_frame(self, frame: Frame, persons, faces) -> tuple[FrameResult, list[Crop]]:
         w, h = frame.size
-        self._prev_faces = faces.xyxy
         people = associate(persons, faces, w, h, self.config.association)
         boxes = np.array([p.box for p in people], np.float32).reshape(-1, 4)
         scores = np.array([p.confidence for p in people], np.float32)
