@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .errors import OutputError
+from .outputs import partial_path
 from .runner import FrameResult
 from .video_io import VideoWriter
 
@@ -30,17 +33,27 @@ def label_of(track_id: int, summary: dict | None) -> str:
 class Annotator:
     """Draws each analysed frame with supervision and writes it at the analysis rate.
 
+    The video is written to ``NAME.partial.EXT`` and renamed to ``path`` by :meth:`close`,
+    which finalises the container (call it on every exit path): an older file at ``path`` is
+    replaced only by a playable one.
+
     Args:
-        path: output video file (mp4).
+        path: output video file (mp4, mkv, mov, m4v).
         fps: analysis frame rate (the rate of the frames it receives).
         lookup: track key -> current summary (or None).
+
+    Raises:
+        OutputError: the file cannot be written (also from ``__call__`` and ``close``).
     """
 
     def __init__(self, path: str | Path, fps: float, lookup: Callable[[str], dict | None]) -> None:
         import supervision as sv
 
         self._sv = sv
-        self._writer = VideoWriter(path, fps)
+        self.path = Path(path)
+        self._partial = partial_path(self.path)
+        self.frames = 0
+        self._writer = self._guard(lambda: VideoWriter(self._partial, fps))
         self._lookup = lookup
         self._boxes = sv.BoxAnnotator(thickness=2, color_lookup=sv.ColorLookup.TRACK)
         self._faces = sv.BoxAnnotator(thickness=1, color=sv.Color.WHITE, color_lookup=sv.ColorLookup.INDEX)
@@ -60,7 +73,25 @@ class Annotator:
                 scene = self._faces.annotate(scene, sv.Detections(xyxy=np.array(faces, np.float32)))
             labels = [label_of(t[1], self._lookup(t[0])) for t in result.tracks]
             scene = self._labels.annotate(scene, bodies, labels=labels)
-        self._writer.write(scene)
+        self._guard(lambda: self._writer.write(scene))
+        self.frames += 1
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self) -> Path:
+        """Finish the container and move it to ``path``; returns ``path``. A container that
+        cannot be finished is unplayable: it is removed, not left behind."""
+        try:
+            self._guard(self._writer.close)
+        except OutputError:
+            self._partial.unlink(missing_ok=True)
+            raise
+        self._guard(lambda: os.replace(self._partial, self.path))
+        return self.path
+
+    def _guard(self, action):
+        import av
+
+        try:
+            return action()
+        except (OSError, av.FFmpegError) as err:
+            why = getattr(err, "strerror", None) or str(err)
+            raise OutputError(f"cannot write the annotated video {self.path}: {why}") from None

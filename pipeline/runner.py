@@ -7,7 +7,9 @@ Ray Serve deployments.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -45,6 +47,13 @@ class StageSet:
             estimator=build_estimator(config.estimator, models),
         )
 
+    def close(self) -> None:
+        """Release what the stages hold (thread pools, HTTP clients, sessions)."""
+        for stage in (self.person, self.face, self.estimator):
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
+
 
 @dataclass(frozen=True)
 class FrameResult:
@@ -61,6 +70,7 @@ class RunStats:
     frames_analysed: int = 0
     estimates: int = 0
     invalid: int = 0
+    invalid_reasons: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "estimate": 0.0, "total": 0.0})
 
     @property
@@ -79,16 +89,27 @@ class _Track:
     version: int = 0
     agg: TrackAggregate = field(default_factory=TrackAggregate)
     ended: bool = False
-    event: str | None = "start"
+    events: list[str] = field(default_factory=lambda: ["start"])
 
 
 class StreamAnalyzer:
-    """One stream's per-stream state (tracker, crop budgets, aggregates) over shared stages."""
+    """One stream's per-stream state (tracker, crop budgets, aggregates) over shared stages.
+
+    ``on_track_end`` is called with the final summary of each track once its end has been
+    handed to the store (``tracks.jsonl`` is written from it, as tracks end).
+    """
 
     def __init__(
-        self, config: PipelineConfig, stages: StageSet, store: TrackStore, analysis_fps: float, stream: str | None = None
+        self,
+        config: PipelineConfig,
+        stages: StageSet,
+        store: TrackStore,
+        analysis_fps: float,
+        stream: str | None = None,
+        on_track_end: Callable[[dict], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_track_end = on_track_end
         self.stream = stream or config.stream
         self.stages = stages
         self.store = store
@@ -141,10 +162,16 @@ class StreamAnalyzer:
         self._prev_faces = previous
         return faces
 
-    def finish(self) -> None:
-        """End every open track (end of file or shutdown) and write the final state."""
+    def finish(self, estimate: bool = True) -> None:
+        """End every open track (end of file, stop, error) and write the final state.
+
+        ``estimate=False`` skips the estimator for the best crops of tracks that never got a
+        request (when the estimator itself is what failed).
+        """
         for key in sorted(self._open):
             self._end(key)
+        if not estimate:
+            self._final_crops = []
         self._flush()
 
     def summaries(self) -> list[dict]:
@@ -187,7 +214,7 @@ class StreamAnalyzer:
         self._last_face.pop(key, None)
         self._ended_unwritten.add(key)
         track.ended = True
-        track.event = "end"
+        track.events.append("end")
         crop = self.crops.finish(key)
         if crop is not None:
             self._final_crops.append(crop)
@@ -205,12 +232,15 @@ class StreamAnalyzer:
 
     def _apply(self, est: Estimate) -> None:
         self.stats.estimates += 1
-        self.stats.invalid += not est.valid
+        if not est.valid:
+            self.stats.invalid += 1
+            self.stats.invalid_reasons[(est.reason or "invalid").split(":")[0]] += 1
         track = self._tracks.get(est.track)
         if track is None:
             return
         track.agg = fuse(track.agg, est, self.config.aggregation, self.config.estimator.age_error_years)
-        track.event = track.event or "estimate"
+        if not track.events:
+            track.events.append("estimate")
         if is_confident(track.agg, self.config.aggregation):
             self.crops.mark_confident(est.track)
 
@@ -222,9 +252,14 @@ class StreamAnalyzer:
         for key in keys:
             track = self._tracks[key]
             track.version += 1
-            records.append(TrackRecord(track.key, self.stream, track.version, self._summary(track), track.agg.to_dict(), track.event))
-            track.event = None
+            summary = self._summary(track)
+            records.append(TrackRecord(track.key, self.stream, track.version, summary, track.agg.to_dict(), tuple(track.events)))
+            track.events = []
         self.store.put(records)
+        if self.on_track_end is not None:
+            for record in records:
+                if record.ended and "end" in record.events:
+                    self.on_track_end(record.summary)
 
     def _summary(self, track: _Track) -> dict:
         return {
@@ -239,22 +274,36 @@ class StreamAnalyzer:
 
 
 def analyze(
-    source: FrameSource, analyzer: StreamAnalyzer, on_frame: Callable[[FrameResult], None] | None = None
+    source: FrameSource,
+    analyzer: StreamAnalyzer,
+    on_frame: Callable[[FrameResult], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunStats:
-    """Run a whole source through ``analyzer``, ending every track at the end; returns its stats."""
+    """Run ``source`` through ``analyzer`` until it ends or ``stop`` is set; returns its stats.
+
+    On every exit path (end, stop, an exception) the open tracks are ended and written; the
+    frames of an unfinished batch are dropped when ``stop`` is set, so a stop is prompt.
+    """
     start = time.perf_counter()
+    failed = True
     try:
         batch: list[Frame] = []
         for frame in _timed(iter(source), analyzer.stats):
+            if stop is not None and stop.is_set():
+                batch = []
+                break
             batch.append(frame)
             if len(batch) >= analyzer.config.detection.batch_frames:
                 _emit(analyzer.process(batch), on_frame)
                 batch = []
         if batch:
             _emit(analyzer.process(batch), on_frame)
-        analyzer.finish()
+        failed = False
     finally:
-        analyzer.stats.seconds["total"] = time.perf_counter() - start
+        try:
+            analyzer.finish(estimate=not failed)
+        finally:
+            analyzer.stats.seconds["total"] = time.perf_counter() - start
     return analyzer.stats
 
 

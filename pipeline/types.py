@@ -62,11 +62,17 @@ class Detections:
         xyxy: ``(N, 4)`` float32 boxes in source pixels.
         confidence: ``(N,)`` float32 in ``[0, 1]``.
         class_id: ``(N,)`` int64, ``0`` person and ``1`` face.
+        landmarks: ``(N, 5, 2)`` float32 ``(x, y)`` points in source pixels, or None when the
+            detector gives none (persons, dlib, Haar). Face points in this order: the eye on
+            the image's left, the other eye, the nose tip, the mouth corner on the image's
+            left, the other mouth corner. A row is NaN where its box came without points
+            (after merging detections that have points with detections that have none).
     """
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
+    landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -83,6 +89,13 @@ class Detections:
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "confidence", conf)
         object.__setattr__(self, "class_id", cls)
+        if self.landmarks is not None:
+            points = np.asarray(self.landmarks, dtype=np.float32)
+            if points.shape != (len(xyxy), 5, 2):
+                raise ValueError(f"Detections: landmarks must be ({len(xyxy)}, 5, 2), got {points.shape}")
+            if np.isinf(points).any():
+                raise ValueError("Detections: landmarks must be finite (NaN marks a box without points)")
+            object.__setattr__(self, "landmarks", points)
 
     @classmethod
     def empty(cls) -> Detections:
@@ -90,20 +103,39 @@ class Detections:
 
     @classmethod
     def merge(cls, parts: list[Detections]) -> Detections:
+        """All boxes of ``parts`` in order. Landmarks are kept when any non-empty part has
+        them; rows of parts without points become NaN."""
         if not parts:
             return cls.empty()
+        landmarks = None
+        if any(p.landmarks is not None and len(p) for p in parts):
+            missing = [np.full((len(p), 5, 2), np.nan, np.float32) for p in parts]
+            landmarks = np.concatenate([m if p.landmarks is None else p.landmarks for p, m in zip(parts, missing)])
         return cls(
             np.concatenate([p.xyxy for p in parts]),
             np.concatenate([p.confidence for p in parts]),
             np.concatenate([p.class_id for p in parts]),
+            landmarks,
         )
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
+    def __getitem__(self, index: np.ndarray | slice | int) -> Detections:
+        """The rows picked by a boolean mask, an index array, a slice or one index (landmarks too)."""
+        if isinstance(index, (int, np.integer)):
+            index = np.array([index])
+        points = None if self.landmarks is None else self.landmarks[index]
+        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], points)
+
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same detections moved by ``(dx, dy)`` pixels (boxes and landmarks), e.g. from a
+        crop's coordinates into the frame's."""
+        points = None if self.landmarks is None else self.landmarks + np.array([dx, dy], np.float32)
+        return Detections(self.xyxy + np.array([dx, dy, dx, dy], np.float32), self.confidence, self.class_id, points)
+
     def of_class(self, name: Literal["person", "face"]) -> Detections:
-        keep = self.class_id == _CLASS_NAMES.index(name)
-        return Detections(self.xyxy[keep], self.confidence[keep], self.class_id[keep])
+        return self[self.class_id == _CLASS_NAMES.index(name)]
 
 
 @dataclass(frozen=True)

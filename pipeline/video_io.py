@@ -45,10 +45,17 @@ class VideoWriter:
             self._container.mux(packet)
 
     def close(self) -> None:
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
+        """Flush the encoder and finish the container (idempotent; the container is closed
+        even when the flush fails)."""
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    container.mux(packet)
+        finally:
+            container.close()
 
     def __enter__(self) -> VideoWriter:
         return self

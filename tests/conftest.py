@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,41 +20,67 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1, started and stopped by its own PID.
+
+    ``appendonly`` keeps its data across :meth:`stop` / :meth:`start`, as a production
+    server with persistence does across a restart.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server); `make test` installs it")
+        self.workdir, self.port, self.appendonly = workdir, port or _free_port(), appendonly
+        self.pidfile = workdir / "redis.pid"
+        self.pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        subprocess.run(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile", str(self.pidfile),
+             "--dir", str(self.workdir), "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+             "--logfile", str(self.workdir / "redis.log")],
+            check=True,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis(port=self.port)
+        try:
+            for _ in range(200):
+                try:
+                    client.ping()
+                    break
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    time.sleep(0.05)
+            else:
+                pytest.fail(f"redis-server did not come up on port {self.port}")
+        finally:
+            client.close()
+        self.pid = int(self.pidfile.read_text())
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM to the server's own PID, then wait until it is gone."""
+        if self.pid is None:
+            return
+        subprocess.run(["kill", str(self.pid)], check=False)
+        for _ in range(200):
+            if not Path(f"/proc/{self.pid}").exists():
+                break
+            time.sleep(0.05)
+        self.pid = None
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
-    """A real redis-server on 127.0.0.1, started for the session and stopped by its own PID."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server); `make test` installs it")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    pidfile = workdir / "redis.pid"
-    subprocess.run(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes", "--pidfile", str(pidfile),
-         "--dir", str(workdir), "--save", "", "--appendonly", "no", "--logfile", str(workdir / "redis.log")],
-        check=True,
-    )  # fmt: skip
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        pytest.fail(f"redis-server did not come up on port {port}")
-    yield f"redis://127.0.0.1:{port}/0"
-    client.close()
-    pid = int(pidfile.read_text())
-    subprocess.run(["kill", str(pid)], check=False)
-    for _ in range(100):
-        try:
-            Path(f"/proc/{pid}").stat()
-        except FileNotFoundError:
-            break
-        time.sleep(0.05)
+    """A real redis-server for the session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +150,27 @@ def write_video(path: Path, frames: int = 30, fps: int = 30, size=(160, 120), co
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def run_cli(*args: str, home: Path | None = None, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """``tracklens ARGS`` in a subprocess, as a user runs it; no Redis URL from the caller's env."""
+    full = dict(os.environ)
+    full.pop("TRACKLENS_REDIS_URL", None)
+    if home is not None:
+        full["TRACKLENS_HOME"] = str(home)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tracklens.pipeline.cli", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, status: int = 2) -> str:
+    """Exit ``status``, no traceback, exactly one stderr line ``tracklens: error: ...`` holding
+    every needle; returns that line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("tracklens: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert result.returncode == status, (result.returncode, result.stderr)
+    return lines[0]

@@ -10,61 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import mllm_yaml, write_video
-
-
-def _tracklens(*args: str, home: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if home is not None:
-        env["TRACKLENS_HOME"] = str(home)
-    env.pop("TRACKLENS_REDIS_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "tracklens.pipeline.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
-    )
-
-
-def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("tracklens: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def test_missing_file(tmp_path):
-    _assert_one_line_error(_tracklens("analyze", str(tmp_path / "nope.mp4"), "--out", str(tmp_path)), "not found", "nope.mp4")
-
-
-def test_empty_file(tmp_path):
-    (tmp_path / "empty.mp4").write_bytes(b"")
-    _assert_one_line_error(_tracklens("analyze", str(tmp_path / "empty.mp4"), "--out", str(tmp_path)), "empty")
-
-
-def test_truncated_mp4(tmp_path):
-    data = write_video(tmp_path / "v.mp4", frames=60).read_bytes()
-    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-    _assert_one_line_error(_tracklens("analyze", str(tmp_path / "cut.mp4"), "--out", str(tmp_path)), "cut.mp4", "truncated")
-
-
-def test_text_file_renamed_mp4(tmp_path):
-    (tmp_path / "notes.mp4").write_text("not a video\n" * 50)
-    _assert_one_line_error(_tracklens("analyze", str(tmp_path / "notes.mp4"), "--out", str(tmp_path)), "notes.mp4")
-
-
-def test_invalid_config(tmp_path):
-    video = write_video(tmp_path / "v.mp4")
-    (tmp_path / "bad.yaml").write_text("tracker:\n  min_hits: zero\n")
-    _assert_one_line_error(
-        _tracklens("analyze", str(video), "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path)), "tracker.min_hits"
-    )
-
-
-def test_unreachable_redis(tmp_path):
-    video = write_video(tmp_path / "v.mp4")
-    _assert_one_line_error(
-        _tracklens("analyze", str(video), "--redis-url", "redis://127.0.0.1:1/0", "--out", str(tmp_path)), "cannot reach Redis"
-    )
+from conftest import assert_one_line_error, mllm_yaml, run_cli, write_video
 
 
 @pytest.fixture()
@@ -81,8 +27,8 @@ def home_copy(tmp_path, models) -> Path:
 def test_corrupt_model_file(tmp_path, home_copy):
     (home_copy / "models" / "age-v1.onnx").write_bytes(b"\x00" * 1000)
     video = write_video(tmp_path / "v.mp4")
-    result = _tracklens("analyze", str(video), "--out", str(tmp_path), "--no-progress", home=home_copy)
-    _assert_one_line_error(result, "age-v1.onnx", "corrupt", "tracklens models pull --force")
+    result = run_cli("analyze", str(video), "--out", str(tmp_path), "--no-progress", home=home_copy)
+    assert_one_line_error(result, "age-v1.onnx", "corrupt", "tracklens models pull --force")
 
 
 def test_unreadable_model_file_with_a_matching_hash(tmp_path, home_copy):
@@ -95,12 +41,12 @@ def test_unreadable_model_file_with_a_matching_hash(tmp_path, home_copy):
     manifest["fer-expression"]["sha256"] = hashlib.sha256(bad.read_bytes()).hexdigest()
     (home_copy / "manifest.json").write_text(json.dumps(manifest))
     video = write_video(tmp_path / "v.mp4")
-    result = _tracklens("analyze", str(video), "--out", str(tmp_path), "--no-progress", home=home_copy)
-    _assert_one_line_error(result, "fer-expression.onnx", "cannot load")
+    result = run_cli("analyze", str(video), "--out", str(tmp_path), "--no-progress", home=home_copy)
+    assert_one_line_error(result, "fer-expression.onnx", "cannot load")
 
 
 def test_models_list(home_copy):
-    result = _tracklens("models", "list", home=home_copy)
+    result = run_cli("models", "list", home=home_copy)
     assert result.returncode == 0
     assert "age-v1" in result.stdout and "CC0-1.0" in result.stdout and "cached" in result.stdout
 
@@ -109,7 +55,7 @@ def test_analyze_sample_end_to_end(tmp_path, sample_video, redis_url):
     """The acceptance run: the astronaut is one female, happy track with an age, in every output."""
     out = tmp_path / "out"
     annotated = tmp_path / "annotated.mp4"
-    result = _tracklens(
+    result = run_cli(
         "analyze", str(sample_video), "--out", str(out), "--annotate", str(annotated), "--redis-url", redis_url,
         "--stream", "e2e", "--no-progress",
     )  # fmt: skip
@@ -137,7 +83,7 @@ def test_analyze_with_the_mllm_estimator(tmp_path, sample_video, tiny_whole):
     """The pipeline runs with the MLLM as its estimator; every estimate says it came from it."""
     config = mllm_yaml(tmp_path / "mllm.yaml", "estimator", tiny_whole)
     out = tmp_path / "out"
-    result = _tracklens("analyze", str(sample_video), "--config", str(config), "--out", str(out), "--no-progress")
+    result = run_cli("analyze", str(sample_video), "--config", str(config), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr
     tracks = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
     assert tracks and all(set(t["sources"]) <= {"mllm"} for t in tracks)
@@ -160,7 +106,7 @@ def test_a_file_that_breaks_off_keeps_its_tracks_and_says_so(tmp_path, sample_vi
     data = whole.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 3 // 4])
     out = tmp_path / "out"
-    result = _tracklens("analyze", str(tmp_path / "cut.mp4"), "--out", str(out), "--no-progress")
+    result = run_cli("analyze", str(tmp_path / "cut.mp4"), "--out", str(out), "--no-progress")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     *_, summary, error = [line for line in result.stderr.splitlines() if line.strip()]
     assert "frames analysed" in summary

@@ -83,12 +83,44 @@ def test_manifest_errors_name_the_line(tmp_path):
     (tmp_path / "img.png").write_bytes(b"")
     bad = tmp_path / "m.csv"
     bad.write_text("image,age,gender\nimg.png,30,female\nimg.png,30,robot\n")
-    with pytest.raises(InputError, match=r"m\.csv:3: gender must be male or female"):
+    with pytest.raises(InputError, match=r"m\.csv:3: gender must be one of male, female, got 'robot'"):
         load_manifest(bad)
-    missing = tmp_path / "m.jsonl"
-    missing.write_text(json.dumps({"image": "nope.png"}) + "\n")
-    with pytest.raises(InputError, match=r"m\.jsonl:1: image not found"):
-        load_manifest(missing)
+
+
+def test_unreadable_images_and_boxes_outside_are_invalid_rows_with_their_reason(tmp_path, astronaut):
+    """A row whose image cannot be read or whose box is not inside the image is not a crash:
+    it is an invalid row, reported with its line and reason, and the valid rows still count."""
+    from PIL import Image
+    from tracklens.pipeline.config import CropConfig
+    from tracklens.pipeline.evaluation import build_crops, evaluate
+
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    (tmp_path / "text.png").write_text("not an image")
+    rows = [
+        {"image": "a.png", "face_box": [170, 40, 290, 190], "age": 42},
+        {"image": "nope.png", "age": 30},
+        {"image": "text.png", "age": 30},
+        {"image": "a.png", "face_box": [-20, 40, 100, 190], "age": 42},
+        {"image": "a.png", "body_box": [0, 0, 600, 512], "age": 42},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = load_manifest(path)
+    crops = build_crops(samples, None, CropConfig())
+    assert not isinstance(crops[0], str)
+    assert "image not found" in crops[1] and "not an image file" in crops[2]
+    assert crops[3].startswith("face_box [-20.0, 40.0, 100.0, 190.0] is not inside the 512x512 image")
+    assert crops[4].startswith("body_box") and "512x512" in crops[4]
+
+    class Ages:
+        source, model_id = "specialist", "fixed"
+
+        def estimate(self, batch):
+            return [Estimate(c.track, 0.0, "specialist", "fixed", age=40.0, face_px=c.face_px) for c in batch]
+
+    (report,) = evaluate(samples, crops, {"fixed": Ages()}).values()
+    assert report["rows"] == 5 and report["n"] == 1 and report["age"]["mae"] == pytest.approx(2.0)
+    assert [r["row"] for r in report["invalid_rows"]] == [f"{path}:{n}" for n in (2, 3, 4, 5)]
 
 
 @pytest.fixture()

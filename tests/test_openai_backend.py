@@ -163,11 +163,25 @@ def test_concurrency_is_limited(server, astronaut):
     assert state["max_in_flight"] == 2
 
 
-def test_unreachable_endpoint_is_an_invalid_estimate_not_a_crash(astronaut):
+def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (e,) = _estimator(f"http://127.0.0.1:{port}/v1", "tiny", max_retries=0).estimate(_crops(astronaut, 1))
+        return s.getsockname()[1]
+
+
+def test_an_endpoint_unreachable_at_start_is_a_clear_error_before_any_work():
+    """Regression: it used to give a run with no estimate at all, exit 0 and no warning."""
+    from tracklens.pipeline.errors import ModelError
+
+    port = _closed_port()
+    with pytest.raises(ModelError, match=rf"cannot reach the MLLM endpoint http://127.0.0.1:{port}/v1 .*Connection refused"):
+        _estimator(f"http://127.0.0.1:{port}/v1", "tiny")
+
+
+def test_an_endpoint_that_goes_away_later_gives_invalid_estimates_not_a_crash(astronaut):
+    port = _closed_port()
+    estimator = _estimator(f"http://127.0.0.1:{port}/v1", "tiny", max_retries=0, check_on_start=False)
+    (e,) = estimator.estimate(_crops(astronaut, 1))
     assert not e.valid and e.reason.startswith("backend error: connection failed")
 
 

@@ -2,91 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from fakes import BlobFaceDetector, ListSource, RecordingEstimator, ScriptedDetector, walking_script
 from tracklens.pipeline.config import PipelineConfig
 from tracklens.pipeline.runner import StageSet, StreamAnalyzer, analyze
 from tracklens.pipeline.store import MemoryTrackStore
-from tracklens.pipeline.types import EXPRESSIONS, FACE, PERSON, Detections, Estimate, Frame
-
-
-class ScriptedDetector:
-    """Returns the boxes a script gives for each frame (keyed by the frame's first pixel)."""
-
-    model_id = "scripted"
-
-    def __init__(self, script: dict[int, list[list[float]]], cls: int) -> None:
-        self.script, self.cls = script, cls
-
-    def detect(self, images):
-        out = []
-        for image in images:
-            boxes = np.array(self.script.get(int(image[0, 0, 0]) + 256 * int(image[0, 0, 1]), []), np.float32).reshape(-1, 4)
-            out.append(Detections(boxes, np.full(len(boxes), 0.9), np.full(len(boxes), self.cls)))
-        return out
-
-
-class BlobFaceDetector:
-    """Finds the pure-white squares the test source draws as faces (works on any crop)."""
-
-    model_id = "blobs"
-
-    def __init__(self) -> None:
-        self.pixels_scanned = 0
-
-    def detect(self, images):
-        from scipy import ndimage
-
-        out = []
-        for image in images:
-            self.pixels_scanned += image.shape[0] * image.shape[1]
-            labels, _ = ndimage.label((image == 255).all(axis=2))
-            boxes = [[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in ndimage.find_objects(labels)]
-            boxes = np.array(boxes, np.float32).reshape(-1, 4)
-            out.append(Detections(boxes, np.full(len(boxes), 0.9), np.full(len(boxes), FACE)))
-        return out
-
-
-class RecordingEstimator:
-    source, model_id = "specialist", "recorder"
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def estimate(self, crops):
-        self.seen += [c.track for c in crops]
-        happy = tuple(0.9 if n == "happy" else 0.1 / 6 for n in EXPRESSIONS)
-        return [Estimate(c.track, c.time, "specialist", self.model_id, age=30.0, age_std=3.0, p_female=0.9,
-                         expression=happy, quality=0.8, face_px=c.face_px) for c in crops]  # fmt: skip
-
-
-class ListSource:
-    """Gray frames with the faces of the script drawn as white squares; frame i is stamped
-    into pixel (0, 0) for the scripted person detector."""
-
-    stream = "cam"
-    analysis_fps = 10.0
-
-    def __init__(self, n: int, faces: dict[int, list[list[float]]]) -> None:
-        self.n, self.faces = n, faces
-
-    def __iter__(self):
-        for i in range(self.n):
-            image = np.full((480, 640, 3), 60, np.uint8)
-            for x0, y0, x1, y1 in self.faces.get(i, []):
-                image[int(y0) : int(y1), int(x0) : int(x1)] = 255
-            image[0, 0, 0], image[0, 0, 1] = i % 256, i // 256
-            yield Frame("cam", i, i / 10.0, 0.0, image)
-
-
-def _script(frames: range, x: float) -> tuple[dict, dict]:
-    people = {i: [[x + 2 * i, 100, x + 2 * i + 80, 400]] for i in frames}
-    faces = {i: [[x + 2 * i + 20, 110, x + 2 * i + 60, 150]] for i in frames}
-    return people, faces
+from tracklens.pipeline.types import PERSON
 
 
 def test_track_lifecycle_events_and_final_estimates():
-    pa, fa = _script(range(40), 50)
-    pb, fb = _script(range(10, 15), 400)  # a short visit: confirmed, then gone
+    pa, fa = walking_script(range(40), 50)
+    pb, fb = walking_script(range(10, 15), 400)  # a short visit: confirmed, then gone
     people = {i: pa.get(i, []) + pb.get(i, []) for i in range(40)}
     faces = {i: fa.get(i, []) + fb.get(i, []) for i in range(40)}
     config = PipelineConfig.model_validate(
@@ -120,7 +45,7 @@ def test_track_lifecycle_events_and_final_estimates():
 
 
 def test_a_track_that_ends_before_its_first_request_still_gets_estimated():
-    pb, fb = _script(range(5), 300)
+    pb, fb = walking_script(range(5), 300)
     config = PipelineConfig.model_validate({"crops": {"first_after_s": 5.0}, "tracker": {"min_hits": 2}})
     estimator = RecordingEstimator()
     stages = StageSet(ScriptedDetector(pb, PERSON), BlobFaceDetector(), estimator)
@@ -143,3 +68,47 @@ def test_face_only_people_are_followed_between_full_scans_on_a_fraction_of_the_p
     full_scans = 3  # at 0, 1 and 2 s
     assert detector.pixels_scanned < 0.3 * 30 * 480 * 640
     assert detector.pixels_scanned > full_scans * 480 * 640
+
+
+def _two_people(n: int):
+    pa, fa = walking_script(range(n), 50)
+    pb, fb = walking_script(range(n), 400)
+    return {i: pa[i] + pb[i] for i in range(n)}, {i: fa[i] + fb[i] for i in range(n)}
+
+
+def test_a_stop_request_ends_and_writes_every_open_track_at_once():
+    people, faces = _two_people(60)
+    ended: list[dict] = []
+    store = MemoryTrackStore()
+    analyzer = StreamAnalyzer(PipelineConfig(), StageSet(ScriptedDetector(people, PERSON), BlobFaceDetector(), RecordingEstimator()),
+                              store, 10.0, stream="cam", on_track_end=ended.append)  # fmt: skip
+    stop = __import__("threading").Event()
+
+    def on_frame(result):
+        if result.frame.index == 20:
+            stop.set()
+
+    analyze(ListSource(60, faces), analyzer, on_frame, stop=stop)
+    # the batch after the request was never analysed: frames 0-23 were (batches of 8)
+    assert analyzer.stats.frames_analysed == 24
+    assert sorted(s["track"] for s in ended) == ["cam:0:1", "cam:0:2"]
+    assert all(s["state"] == "ended" for s in store.tracks("cam"))
+    assert [e["event"] for e in store.events("cam")].count("end") == 2
+
+
+def test_an_estimator_crash_still_ends_and_writes_the_open_tracks_then_raises():
+    """The error reaches the caller, but only after every track was ended in the store
+    (an active track with no expiry would be left behind otherwise)."""
+    import pytest
+
+    people, faces = _two_people(60)
+    ended: list[dict] = []
+    store = MemoryTrackStore()
+    estimator = RecordingEstimator(fail_on_call=2)
+    analyzer = StreamAnalyzer(PipelineConfig(), StageSet(ScriptedDetector(people, PERSON), BlobFaceDetector(), estimator),
+                              store, 10.0, stream="cam", on_track_end=ended.append)  # fmt: skip
+    with pytest.raises(RuntimeError, match="estimator crashed"):
+        analyze(ListSource(60, faces), analyzer)
+    assert estimator.calls == 2  # the final flush did not call the failed estimator again
+    assert sorted(s["track"] for s in ended) == ["cam:0:1", "cam:0:2"]
+    assert {s["state"] for s in store.tracks("cam")} == {"ended"}

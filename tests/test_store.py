@@ -25,7 +25,7 @@ def _rec(key: str, version: int, state: str = "active", event: str | None = "est
     stream = key.split(":")[0]
     summary = {"track": key, "stream": stream, "first_seen": float(key.rsplit(":", 1)[1]), "state": state,
                "age": {"mean": age}}  # fmt: skip
-    return TrackRecord(key, stream, version, summary, {"age_n": version}, event)
+    return TrackRecord(key, stream, version, summary, {"age_n": version}, (event,) if event else ())
 
 
 def test_put_get_and_list(store):

@@ -21,6 +21,8 @@ DETECTORS: dict[str, tuple[str, str]] = {
     "ssdlite": (".ssdlite", "SsdlitePersonDetector"),
     "dlib_hog": (".faces", "DlibFaceDetector"),
     "haar": (".faces", "HaarFaceDetector"),
+    "yunet": (".yunet", "YunetFaceDetector"),
+    "centerface": (".centerface", "CenterfaceFaceDetector"),
 }
 
 

@@ -77,7 +77,8 @@ def merge_overlapping(boxes: np.ndarray, min_iou: float = 0.3) -> np.ndarray:
 
 
 def detect_in_regions(detector, image: np.ndarray, regions: np.ndarray, nms_iou: float = 0.4) -> Detections:
-    """Run ``detector`` on each region of ``image`` (one batched call) and map boxes back."""
+    """Run ``detector`` on each region of ``image`` (one batched call) and map boxes and
+    landmarks back to frame pixels."""
     crops, offsets = [], []
     for x0, y0, x1, y1 in merge_overlapping(regions).astype(int):
         if x1 - x0 >= 8 and y1 - y0 >= 8:
@@ -86,9 +87,5 @@ def detect_in_regions(detector, image: np.ndarray, regions: np.ndarray, nms_iou:
     if not crops:
         return Detections.empty()
     found = detector.detect(crops)
-    parts = []
-    for det, (x0, y0) in zip(found, offsets):
-        parts.append(Detections(det.xyxy + np.array([x0, y0, x0, y0], np.float32), det.confidence, det.class_id))
-    merged = Detections.merge(parts)
-    keep = nms(merged.xyxy, merged.confidence, nms_iou)
-    return Detections(merged.xyxy[keep], merged.confidence[keep], merged.class_id[keep])
+    merged = Detections.merge([det.shifted(x0, y0) for det, (x0, y0) in zip(found, offsets)])
+    return merged[nms(merged.xyxy, merged.confidence, nms_iou)]

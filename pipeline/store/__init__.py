@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from .base import TrackRecord, TrackStore
+from .buffered import BufferedTrackStore, DeliveryStats
 from .memory import MemoryTrackStore
 
-__all__ = ["MemoryTrackStore", "RedisTrackStore", "TrackRecord", "TrackStore", "build_store"]
+__all__ = [
+    "BufferedTrackStore",
+    "DeliveryStats",
+    "MemoryTrackStore",
+    "RedisTrackStore",
+    "TrackRecord",
+    "TrackStore",
+    "build_store",
+]
 
 
 def build_store(config) -> TrackStore:
-    """A store from a ``store`` config section (``type: memory`` or ``type: redis``)."""
+    """A store from a ``store`` config section (``type: memory`` or ``type: redis``).
+
+    Redis is checked on construction (an unreachable server is an error before any work)
+    and wrapped in a :class:`BufferedTrackStore`, so a later outage buffers writes instead
+    of ending the run.
+    """
     if config.type == "redis":
         from .redis import RedisTrackStore
 
-        return RedisTrackStore(config.url, config.prefix, config.ended_ttl_s, config.events_maxlen)
+        inner = RedisTrackStore(config.url, config.prefix, config.ended_ttl_s, config.events_maxlen, config.timeout_s)
+        return BufferedTrackStore(inner, config.max_pending_tracks, config.retry_s, config.max_retry_s, config.drain_s)
     return MemoryTrackStore()
 
 

@@ -19,8 +19,9 @@ class TrackRecord:
             newer than the stored one is ignored, which makes retries idempotent.
         summary: the Track summary (DESIGN.md), JSON-compatible.
         state: the aggregator state, JSON-compatible, so another process can continue it.
-        event: what happened (``start``, ``estimate``, ``end``...), appended to the stream's
-            event log; None for silent refreshes.
+        events: what happened since the track's previous write (``start``, ``estimate``,
+            ``end``), in order, appended to the stream's event log; empty for silent
+            refreshes. A write that supersedes unsent ones carries their events too.
     """
 
     key: str
@@ -28,11 +29,21 @@ class TrackRecord:
     version: int
     summary: dict
     state: dict
-    event: str | None = None
+    events: tuple[str, ...] = ()
 
     @property
     def ended(self) -> bool:
         return self.summary.get("state") == "ended"
+
+    def superseding(self, older: TrackRecord) -> TrackRecord:
+        """This record, also carrying the events of ``older`` (an unsent write of the same track)."""
+        if older.version > self.version:
+            return older.superseding(self)
+        events = list(older.events)
+        for event in self.events:
+            if not (event == "estimate" and events and events[-1] == "estimate"):  # one estimate event stands for a run of them
+                events.append(event)
+        return TrackRecord(self.key, self.stream, self.version, self.summary, self.state, tuple(events))
 
 
 class TrackStore(Protocol):

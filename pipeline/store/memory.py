@@ -35,9 +35,9 @@ class MemoryTrackStore:
                     continue
                 self._records[rec.key] = rec
                 self._streams.setdefault(rec.stream, {})[rec.key] = rec.summary.get("first_seen", 0.0)
-                if rec.event:
-                    log = self._events.setdefault(rec.stream, deque(maxlen=self._maxlen))
-                    log.append({"track": rec.key, "version": rec.version, "event": rec.event})
+                log = self._events.setdefault(rec.stream, deque(maxlen=self._maxlen))
+                for event in rec.events:
+                    log.append({"track": rec.key, "version": rec.version, "event": event})
                 applied += 1
         return applied
 

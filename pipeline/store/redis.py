@@ -7,16 +7,21 @@ Keys, under a configurable prefix (default ``tl``)::
     tl:stream:{stream}:events     stream (XADD): track, version, event
     tl:stream:{stream}:epoch      counter for tracker epochs
 
-Each record is written by one Lua script, so the hash, the index and the event change
+Each record is written by one Lua script, so the hash, the index and the events change
 together or not at all, and a version not newer than the stored one changes nothing: a
-retried write neither goes back in time nor duplicates its event.
+retried write neither goes back in time nor duplicates its events.
+
+Failures raise :class:`StoreUnavailableError` when the server cannot be reached for now
+(refused or lost connection, timeout, still loading its data) and :class:`StoreError`
+otherwise; :class:`~.buffered.BufferedTrackStore` keeps writes through the first kind.
 """
 
 from __future__ import annotations
 
 import json
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
+from ..urls import redact_url
 from .base import TrackRecord
 
 __all__ = ["RedisTrackStore"]
@@ -26,10 +31,10 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 if current >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'summary', ARGV[2], 'state', ARGV[3])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[4])
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', 'track', ARGV[4], 'version', ARGV[1], 'event', ARGV[6])
+for i = 9, #ARGV do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'track', ARGV[4], 'version', ARGV[1], 'event', ARGV[i])
 end
-if ARGV[7] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[8]) else redis.call('PERSIST', KEYS[1]) end
+if ARGV[6] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[7]) else redis.call('PERSIST', KEYS[1]) end
 return 1
 """
 
@@ -38,21 +43,34 @@ class RedisTrackStore:
     """See the module docstring. ``url`` like ``redis://127.0.0.1:6379/0``.
 
     Raises:
-        StoreError: the server cannot be reached (checked on construction) or fails a call.
+        StoreUnavailableError: the server cannot be reached (checked on construction).
+        StoreError: it refuses a call.
     """
 
-    def __init__(self, url: str, prefix: str = "tl", ended_ttl_s: int = 7 * 24 * 3600, events_maxlen: int = 100_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "tl",
+        ended_ttl_s: int = 7 * 24 * 3600,
+        events_maxlen: int = 100_000,
+        timeout_s: float = 3.0,
+    ) -> None:
         import redis
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
 
-        self.url = url
+        self.url = redact_url(url)
         self._prefix = prefix
         self._ttl = ended_ttl_s
         self._maxlen = events_maxlen
+        # redis-py's default retries (10, backoff up to 1 s) would stall the pipeline for
+        # seconds on every write while the server is down; outages are handled a layer up.
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
         try:
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
-            self._client.ping()
-        except (redis.RedisError, ValueError) as err:
-            raise StoreError(f"cannot reach Redis at {url}: {err}") from None
+            self._client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=retry)
+        except ValueError as err:
+            raise StoreError(f"invalid Redis URL {self.url}: {err}") from None
+        self._call(self._client.ping)
         self._put = self._client.register_script(_PUT)
 
     def _k(self, *parts: str) -> str:
@@ -63,8 +81,10 @@ class RedisTrackStore:
 
         try:
             return fn(*args)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+            raise StoreUnavailableError(f"cannot reach Redis at {self.url}: {_reason(err)}") from None
         except redis.RedisError as err:
-            raise StoreError(f"Redis at {self.url} failed: {err}") from None
+            raise StoreError(f"Redis at {self.url} failed: {_reason(err)}") from None
 
     def next_epoch(self, stream: str) -> int:
         return int(self._call(self._client.incr, self._k("stream", stream, "epoch"))) - 1
@@ -81,10 +101,10 @@ class RedisTrackStore:
                 json.dumps(rec.state),
                 rec.key,
                 rec.summary.get("first_seen", 0.0),
-                rec.event or "",
                 "1" if rec.ended else "0",
                 self._ttl,
                 self._maxlen,
+                *rec.events,
             ]
             self._put(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in self._call(pipe.execute))
@@ -121,3 +141,9 @@ class RedisTrackStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _reason(err: Exception) -> str:
+    """The first line of a redis-py error, without the URL (which may carry a password)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.rstrip(".")

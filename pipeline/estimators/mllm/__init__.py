@@ -41,7 +41,13 @@ class MllmEstimator:
         self.config = config
         self.prompt = load_prompt(config.prompt)
         module, name = BACKENDS[config.backend.type]
-        backend_cls = getattr(importlib.import_module(module, __name__), name)
+        try:
+            backend_cls = getattr(importlib.import_module(module, __name__), name)
+        except ImportError as err:
+            raise ConfigError(
+                f"the {config.backend.type} MLLM backend needs {err.name or 'a missing package'}: "
+                "install tracklens with the [mllm] extra (pip install 'tracklens[mllm]')"
+            ) from None
         if config.mode == "scored" and not hasattr(backend_cls, "score"):
             raise ConfigError(
                 f"mode 'scored' needs token probabilities over the whole answer; the {config.backend.type} "
@@ -73,6 +79,12 @@ class MllmEstimator:
             for i, est in zip(chunk, results):
                 out[i] = est
         return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release the backend (HTTP client and its threads)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
 
     def _request(self, crop: Crop) -> MllmRequest:
         images = [im for im in (crop.face, crop.body) if im is not None]

@@ -19,6 +19,8 @@ import numpy as np
 
 from ...config import OpenAIBackendConfig
 from ...env import secret
+from ...errors import ModelError
+from ...urls import redact_url
 from .base import BackendFailure, MllmRequest
 from .schema import JSON_SCHEMA
 
@@ -38,7 +40,33 @@ class OpenAIBackend:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers, timeout=config.timeout_s)
+        try:
+            if config.check_on_start:
+                self._check_endpoint()
+        except BaseException:
+            self._client.close()
+            raise
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
+
+    def _check_endpoint(self) -> None:
+        """Fail before any work when the endpoint cannot answer at all: unreachable, or the
+        key refused. ``GET /models`` is part of the API; a server without it (404) is fine.
+
+        Raises:
+            ModelError: one line naming the endpoint and the fix.
+        """
+        url = redact_url(self.config.base_url)
+        try:
+            response = self._client.get("/models", timeout=min(self.config.timeout_s, 10.0))
+        except httpx.TimeoutException:
+            raise ModelError(f"the MLLM endpoint {url} did not answer within {min(self.config.timeout_s, 10.0):g} s") from None
+        except httpx.TransportError as err:
+            raise ModelError(
+                f"cannot reach the MLLM endpoint {url} ({err or type(err).__name__}); start the server or fix backend.base_url"
+            ) from None
+        if response.status_code in (401, 403):
+            key = f"${self.config.api_key_env}" if self.config.api_key_env else "an API key (backend.api_key_env)"
+            raise ModelError(f"the MLLM endpoint {url} refused the request (HTTP {response.status_code}); check {key}")
 
     def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str | BackendFailure]:
         """One answer text (or failure) per request, same order."""

@@ -1,0 +1,85 @@
+"""What ``tracklens analyze`` prints when a run ends, and the exit status it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["format_table", "report_analysis"]
+
+
+def format_table(summaries: list[dict]) -> str:
+    """Aligned text table of track summaries, oldest first."""
+    head = ("track", "seen (s)", "frames", "age", "gender", "expression", "estimates")
+    rows = []
+    for s in sorted(summaries, key=lambda s: (s["first_seen"], s["track"])):
+        age = s["age"]
+        gender = s["gender"]
+        expr = s["expression"]
+        rows.append(
+            (
+                s["track"],
+                f"{s['first_seen']:.1f}-{s['last_seen']:.1f}",
+                str(s["frames"]),
+                "-" if age["mean"] is None else f"{age['mean']:.0f} ± {age['std']:.0f}",
+                "-" if gender["label"] is None else f"{gender['label']} ({gender['p_female']:.2f})",
+                "-" if expr["label"] is None else f"{expr['label']} ({expr['probs'][expr['label']]:.2f})",
+                ", ".join(f"{k} {v}" for k, v in s["sources"].items()) or "0",
+            )
+        )
+    if not rows:
+        return "no tracks found"
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report_analysis(result, job, signals, say: Callable[[str], None]) -> int:
+    """Print the table, the summary line and one line per problem; return the exit status.
+
+    Args:
+        result: the run's :class:`~.jobs.JobResult`.
+        job: the :class:`~.jobs.FileAnalysis` it came from.
+        signals: the :class:`~.shutdown.StopSignals` the run was under.
+        say: prints one line to the user's terminal (stderr).
+    """
+    status = 0
+    print(format_table(result.tracks), flush=True)
+    stats = result.stats
+    total = stats.seconds["total"]
+    wrote = [str(p) for p in (result.tracks_path, result.annotated) if p is not None]
+    say(
+        f"{stats.frames_analysed} frames analysed in {total:.1f} s ({stats.frames_analysed / max(total, 1e-9):.1f} frames/s), "
+        f"{len(result.tracks)} tracks, {stats.estimates} estimates"
+        + (f"; wrote {' and '.join(wrote)}" if wrote else "")
+        + (f"; tracks stored in Redis at {job.store_url}" if job.store_url and not result.store_undelivered else "")
+    )
+    if result.recovered_partial is not None:
+        say(f"tracklens: warning: an earlier run that did not finish left {result.recovered_partial.name}; it was kept")
+    if stats.invalid:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in stats.invalid_reasons.most_common())
+        say(f"tracklens: warning: {stats.invalid} of {stats.estimates} estimates were not usable ({reasons})")
+    if result.backend_failures:
+        say(
+            f"tracklens: error: {result.backend_failures} estimator requests failed (see the warning above); "
+            "those crops have no estimate"
+        )
+        status = 1
+    if result.store_undelivered:
+        say(
+            f"tracklens: error: the latest state of {result.store_undelivered} tracks did not reach Redis at "
+            f"{job.store_url} ({result.store_error}); "
+            + (f"{result.tracks_path} has every track" if result.tracks_path else "the tracks above are all that is left")
+        )
+        status = 1
+    if result.output_error:
+        say(f"tracklens: error: {result.output_error}; the run stopped there, {len(result.tracks)} tracks were analysed")
+        status = 1
+    if result.source_error:
+        say(f"tracklens: error: {job.video}: {result.source_error}; the tracks up to that point were kept")
+        status = 1
+    if result.stopped:
+        what = "interrupted" if signals.name == "SIGINT" else f"terminated ({signals.name})"
+        say(f"tracklens: {what}; the tracks up to that point were kept")
+        status = signals.exit_status
+    return status

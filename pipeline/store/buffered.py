@@ -1,0 +1,182 @@
+"""Writes that outlive a store outage: buffered in memory, retried with backoff, flushed on return.
+
+A Redis restart, a failover or a network blip must not end a run or lose a track. While the
+store is unreachable, :meth:`BufferedTrackStore.put` keeps the records in memory and returns
+at once; the run goes on. The buffer holds one record per track: a newer write of a track
+supersedes its unsent older one and carries the older one's events along, so the buffer is
+bounded by the number of tracks, not by the length of the outage, and the event log loses
+nothing. Past ``max_pending`` tracks the oldest are dropped, and counted.
+
+Delivery is retried when a write comes in and at least the current backoff has passed
+(doubling from ``retry_s`` up to ``max_retry_s``), and once more, for up to ``drain_s``, on
+:meth:`close`. What never reached the store is reported by :attr:`undelivered`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..errors import StoreError
+from .base import TrackRecord, TrackStore
+
+__all__ = ["BufferedTrackStore", "DeliveryStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryStats:
+    """Counts of a buffered store's writes.
+
+    Attributes:
+        written: records the store applied (stale versions it ignored included).
+        buffered: records that had to wait for the store.
+        superseded: buffered records replaced by a newer write of the same track.
+        dropped: buffered tracks given up because the buffer was full.
+        outages: times the store went from reachable to unreachable.
+        last_error: the most recent failure, one line.
+    """
+
+    written: int = 0
+    buffered: int = 0
+    superseded: int = 0
+    dropped: int = 0
+    outages: int = 0
+    last_error: str | None = None
+
+
+class BufferedTrackStore:
+    """Wraps a :class:`TrackStore` whose writes may fail for a while; reads pass through.
+
+    Args:
+        inner: the store written to (Redis).
+        max_pending: tracks held at most while the store is unreachable.
+        retry_s: first delay before a failed write is tried again; doubles per failure.
+        max_retry_s: cap of that delay.
+        drain_s: how long :meth:`close` keeps trying to deliver what is pending.
+    """
+
+    def __init__(
+        self,
+        inner: TrackStore,
+        max_pending: int = 100_000,
+        retry_s: float = 0.25,
+        max_retry_s: float = 5.0,
+        drain_s: float = 10.0,
+    ) -> None:
+        self.inner = inner
+        self.max_pending = max_pending
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
+        self.drain_s = drain_s
+        self.stats = DeliveryStats()
+        self._pending: OrderedDict[str, TrackRecord] = OrderedDict()
+        self._lock = threading.Lock()
+        self._failing = False
+        self._delay = 0.0
+        self._next_try = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Tracks whose latest write has not reached the store yet."""
+        return len(self._pending)
+
+    @property
+    def undelivered(self) -> int:
+        """Tracks whose latest state never reached the store (pending now, or dropped)."""
+        return len(self._pending) + self.stats.dropped
+
+    @property
+    def available(self) -> bool:
+        """False while the store is in an outage (writes are being buffered)."""
+        return not self._pending
+
+    def next_epoch(self, stream: str) -> int:
+        return self.inner.next_epoch(stream)
+
+    def put(self, records: list[TrackRecord]) -> int:
+        """Write ``records``, or keep them for later; returns how many the store applied now.
+
+        Never raises for an unreachable store; other store errors (a refused write) are
+        handled the same way, since retrying a write is always safe (versions).
+        """
+        with self._lock:
+            for rec in records:
+                self._hold(rec)
+            applied = self._deliver() if time.monotonic() >= self._next_try else None
+            if applied is None:
+                self.stats.buffered += len(records)
+            return applied or 0
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Try to deliver everything pending for up to ``timeout_s`` (default ``drain_s``);
+        True when nothing is left."""
+        deadline = time.monotonic() + (self.drain_s if timeout_s is None else timeout_s)
+        with self._lock:
+            while True:
+                self._deliver()
+                if not self._pending:
+                    return True
+                wait = min(self._next_try, deadline) - time.monotonic()
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(max(wait, 0.0))
+
+    def _hold(self, rec: TrackRecord) -> None:
+        old = self._pending.pop(rec.key, None)
+        if old is not None:
+            rec = rec.superseding(old)
+            self.stats.superseded += 1
+        self._pending[rec.key] = rec
+        while len(self._pending) > self.max_pending:
+            key, _ = self._pending.popitem(last=False)
+            self.stats.dropped += 1
+            log.warning("store buffer full (%d tracks): dropped the unsent state of %s", self.max_pending, key)
+
+    def _deliver(self) -> int | None:
+        """Send everything pending in one call; the number applied, or None on failure."""
+        if not self._pending:
+            return 0
+        batch = list(self._pending.values())
+        try:
+            applied = self.inner.put(batch)
+        except StoreError as err:
+            if not self._failing:
+                self._failing = True
+                self.stats.outages += 1
+                log.warning("%s; buffering track writes and retrying", err)
+            self.stats.last_error = str(err)
+            self._delay = min(self.max_retry_s, max(self.retry_s, 2 * self._delay))
+            self._next_try = time.monotonic() + self._delay
+            return None
+        if self._failing:
+            log.warning("the store is back: delivered the latest state of %d tracks", len(batch))
+        self._pending.clear()
+        self._failing = False
+        self._delay = self._next_try = 0.0
+        self.stats.written += len(batch)
+        return applied
+
+    def get(self, key: str) -> dict | None:
+        return self.inner.get(key)
+
+    def state(self, key: str) -> dict | None:
+        return self.inner.state(key)
+
+    def tracks(self, stream: str) -> list[dict]:
+        return self.inner.tracks(stream)
+
+    def events(self, stream: str, count: int = 100) -> list[dict]:
+        return self.inner.events(stream, count)
+
+    def close(self) -> None:
+        """Deliver what is pending (for up to ``drain_s``), then close the inner store.
+        Check :attr:`undelivered` afterwards."""
+        try:
+            self.flush()
+        finally:
+            self.inner.close()

@@ -1,0 +1,84 @@
+"""The buffered store: writes survive an outage of the store behind it, bounded and counted."""
+
+from __future__ import annotations
+
+import time
+
+from fakes import FlakyStore
+from tracklens.pipeline.store import BufferedTrackStore, TrackRecord
+
+
+def _rec(key: str, version: int, events: tuple[str, ...] = (), state: str = "active") -> TrackRecord:
+    return TrackRecord(key, key.split(":")[0], version, {"track": key, "state": state, "first_seen": 0.0, "v": version},
+                       {"v": version}, events)  # fmt: skip
+
+
+def test_writes_pass_straight_through_while_the_store_is_up():
+    inner = FlakyStore()
+    store = BufferedTrackStore(inner)
+    assert store.put([_rec("cam:0:1", 1, ("start",))]) == 1
+    assert store.pending == 0 and store.undelivered == 0 and store.stats.written == 1
+    assert inner.get("cam:0:1")["v"] == 1
+
+
+def test_an_outage_buffers_one_state_per_track_and_delivers_it_with_every_event_on_return():
+    inner = FlakyStore()
+    store = BufferedTrackStore(inner, retry_s=0.0)
+    store.put([_rec("cam:0:1", 1, ("start",))])
+    inner.down = True
+    assert store.put([_rec("cam:0:1", 2, ("estimate",)), _rec("cam:0:2", 1, ("start",))]) == 0
+    store.put([_rec("cam:0:1", 3, ("estimate",))])
+    store.put([_rec("cam:0:1", 4, ("end",), state="ended")])
+    assert store.pending == 2 and not store.available
+    assert store.stats.outages == 1 and store.stats.superseded == 2 and store.stats.buffered == 4
+    assert "Connection refused" in store.stats.last_error
+    inner.down = False
+    assert store.flush(timeout_s=1.0)
+    assert store.undelivered == 0 and store.available
+    assert inner.get("cam:0:1") == {"track": "cam:0:1", "state": "ended", "first_seen": 0.0, "v": 4}
+    # the superseded writes' events arrive with the newest one: a run of estimates counts once
+    assert [e["event"] for e in inner.events("cam") if e["track"] == "cam:0:1"] == ["start", "estimate", "end"]
+    assert [e["event"] for e in inner.events("cam") if e["track"] == "cam:0:2"] == ["start"]
+
+
+def test_retries_back_off_instead_of_hammering_the_store():
+    inner = FlakyStore()
+    store = BufferedTrackStore(inner, retry_s=0.2, max_retry_s=0.4)
+    inner.down = True
+    store.put([_rec("cam:0:1", 1)])
+    for v in range(2, 50):  # a burst of writes within the backoff: no new attempts
+        store.put([_rec("cam:0:1", v)])
+    assert inner.attempts == 1
+    time.sleep(0.25)
+    store.put([_rec("cam:0:1", 50)])
+    assert inner.attempts == 2  # one more try once the delay had passed, and it doubled
+    time.sleep(0.25)
+    store.put([_rec("cam:0:1", 51)])
+    assert inner.attempts == 2
+    inner.down = False
+    time.sleep(0.2)
+    store.put([_rec("cam:0:1", 52)])
+    assert inner.attempts == 3 and inner.get("cam:0:1")["v"] == 52 and store.pending == 0
+
+
+def test_the_buffer_is_bounded_and_what_it_drops_is_counted():
+    inner = FlakyStore()
+    inner.down = True
+    store = BufferedTrackStore(inner, max_pending=3, retry_s=0.0)
+    store.put([_rec(f"cam:0:{i}", 1, ("start",)) for i in range(5)])
+    assert store.pending == 3 and store.stats.dropped == 2 and store.undelivered == 5
+    inner.down = False
+    store.flush(timeout_s=1.0)
+    assert [t["track"] for t in inner.tracks("cam")] == ["cam:0:2", "cam:0:3", "cam:0:4"]
+    assert store.undelivered == 2  # the dropped ones never arrived, and that stays visible
+
+
+def test_close_gives_up_after_the_drain_time_and_reports_what_is_left():
+    inner = FlakyStore()
+    inner.down = True
+    store = BufferedTrackStore(inner, retry_s=0.05, drain_s=0.3)
+    store.put([_rec("cam:0:1", 1), _rec("cam:0:2", 1)])
+    t0 = time.monotonic()
+    store.close()
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert store.undelivered == 2 and inner.attempts >= 3
