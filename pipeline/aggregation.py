@@ -48,8 +48,13 @@ class TrackAggregate:
         return cls(**{**data, "expr_mass": tuple(data["expr_mass"])})
 
 
-def fuse(agg: TrackAggregate, est: Estimate, cfg: AggregationConfig, default_age_sigma: float = 6.0) -> TrackAggregate:
-    """Fold one estimate into the aggregate; returns a new aggregate (the input is unchanged)."""
+def fuse(agg: TrackAggregate, est: Estimate, cfg: AggregationConfig) -> TrackAggregate:
+    """Fold one estimate into the aggregate; returns a new aggregate (the input is unchanged).
+
+    An age without a spread of its own is weighed by its source's typical error
+    (``cfg.age_error_years[est.source]``), so MLLM and specialist answers count by how good
+    each source is.
+    """
     est, violations = enforce(est, cfg.min_expression_face_px)
     if est is None:
         return replace(agg, rejected=agg.rejected + 1)
@@ -57,7 +62,7 @@ def fuse(agg: TrackAggregate, est: Estimate, cfg: AggregationConfig, default_age
     q = max(est.quality, 1e-3)
     updates: dict = {"sources": {**agg.sources, est.source: agg.sources.get(est.source, 0) + 1}}
     if est.age is not None:
-        sigma = max(est.age_std or default_age_sigma, 1.0)
+        sigma = max(est.age_std or cfg.age_error_years[est.source], 1.0)
         w = q / sigma**2
         x = est.age
         if agg.age_n:

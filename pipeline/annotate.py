@@ -10,23 +10,23 @@ import numpy as np
 
 from .errors import OutputError
 from .outputs import partial_path
-from .runner import FrameResult
+from .summary import TrackSummary
+from .types import FrameResult
 from .video_io import VideoWriter
 
 __all__ = ["Annotator", "label_of"]
 
 
-def label_of(track_id: int, summary: dict | None) -> str:
+def label_of(track_id: int, summary: TrackSummary | None) -> str:
     """``#3 F 31y happy``: id, then whatever labels the track has so far."""
     parts = [f"#{track_id}"]
-    if summary:
-        gender = summary["gender"]["label"]
-        if gender:
-            parts.append("F" if gender == "female" else "M")
-        if summary["age"]["mean"] is not None:
-            parts.append(f"{summary['age']['mean']:.0f}y")
-        if summary["expression"]["label"]:
-            parts.append(summary["expression"]["label"])
+    if summary is not None:
+        if summary.gender.label:
+            parts.append("F" if summary.gender.label == "female" else "M")
+        if summary.age.mean is not None:
+            parts.append(f"{summary.age.mean:.0f}y")
+        if summary.expression.label:
+            parts.append(summary.expression.label)
     return " ".join(parts)
 
 
@@ -46,7 +46,7 @@ class Annotator:
         OutputError: the file cannot be written (also from ``__call__`` and ``close``).
     """
 
-    def __init__(self, path: str | Path, fps: float, lookup: Callable[[str], dict | None]) -> None:
+    def __init__(self, path: str | Path, fps: float, lookup: Callable[[str], TrackSummary | None]) -> None:
         import supervision as sv
 
         self._sv = sv
@@ -62,16 +62,17 @@ class Annotator:
     def __call__(self, result: FrameResult) -> None:
         sv = self._sv
         scene = result.frame.image.copy()
-        if result.tracks:
-            ids = np.array([t[1] for t in result.tracks])
+        people = result.people
+        if people:
+            ids = np.array([p.track_id for p in people])
             bodies = sv.Detections(
-                xyxy=np.array([t[2] for t in result.tracks], np.float32), tracker_id=ids, class_id=np.zeros(len(ids), int)
+                xyxy=np.array([p.box for p in people], np.float32), tracker_id=ids, class_id=np.zeros(len(ids), int)
             )
-            faces = [t[3] for t in result.tracks if t[3] is not None]
+            faces = [p.face for p in people if p.face is not None]
             scene = self._boxes.annotate(scene, bodies)
             if faces:
                 scene = self._faces.annotate(scene, sv.Detections(xyxy=np.array(faces, np.float32)))
-            labels = [label_of(t[1], self._lookup(t[0])) for t in result.tracks]
+            labels = [label_of(p.track_id, self._lookup(p.key)) for p in people]
             scene = self._labels.annotate(scene, bodies, labels=labels)
         self._guard(lambda: self._writer.write(scene))
         self.frames += 1

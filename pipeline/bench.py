@@ -92,7 +92,8 @@ def run_bench(out_dir: Path, video: str | None = None) -> dict:
     n_dec, t_dec = _decode_only(path, fps)
     n_det, t_det = _detect_only(path, fps, stages, config.detection.batch_frames)
     source = open_source(path, fps=fps)
-    analyzer = StreamAnalyzer(config, stages, MemoryTrackStore(), source.analysis_fps)
+    store = MemoryTrackStore()
+    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps)
     stats = analyze(source, analyzer)
     source.close()
     s = stats.seconds
@@ -110,7 +111,7 @@ def run_bench(out_dir: Path, video: str | None = None) -> dict:
         },
         "pipeline_seconds": {k: round(v, 3) for k, v in s.items()} | {"overhead": round(stats.overhead_s, 3)},
         "overhead_share": stats.overhead_s / s["total"],
-        "tracks": len(analyzer.summaries()),
+        "tracks": len(store.tracks(analyzer.stream)),
         "estimates": stats.estimates,
     }
     if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):

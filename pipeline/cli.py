@@ -4,7 +4,7 @@
     tracklens models pull [--force] [NAME ...]
     tracklens models list
     tracklens models tiny-vlm DIR
-    tracklens eval MANIFEST --estimator specialist|mllm|both [--config FILE]
+    tracklens eval MANIFEST --estimator specialist|mllm|routed|both [--config FILE]
     tracklens sample OUT.mp4
     tracklens bench [--out DIR]
 
@@ -69,8 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="metrics of the estimators on labelled people (CSV or JSONL manifest)")
     ev.add_argument("manifest", help="CSV or JSONL: image, face_box, body_box, age, gender, expression")
-    ev.add_argument("--estimator", choices=["specialist", "mllm", "both"], default="both")
-    ev.add_argument("--config", help="YAML config; the MLLM comes from its `mllm:` section")
+    ev.add_argument("--estimator", choices=["specialist", "mllm", "routed", "both"], default="both",
+                    help="both: the specialist and the MLLM side by side (default)")  # fmt: skip
+    ev.add_argument("--config", help="YAML config; the MLLM comes from its estimator section (type mllm or routed)")
     ev.add_argument("--out", default="out/eval.json", help="JSON report (default: out/eval.json)")
 
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")

@@ -83,6 +83,15 @@ class CropSelector:
             return None
         return budget.best
 
+    def snapshot(self) -> dict[str, list]:
+        """The budgets of open tracks as JSON-compatible data (pending best crops are not kept:
+        a restored stream collects new ones)."""
+        return {key: [b.confirmed_at, b.last_request, b.requests, b.confident] for key, b in self._tracks.items()}
+
+    def restore(self, data: dict[str, list]) -> None:
+        """Continue the budgets of :meth:`snapshot` (same track keys, same request counts)."""
+        self._tracks = {key: _Budget(float(c), None if r is None else float(r), int(n), bool(f)) for key, (c, r, n, f) in data.items()}
+
     def mark_confident(self, key: str) -> None:
         if key in self._tracks:
             self._tracks[key].confident = True

@@ -20,9 +20,11 @@ from .config import PipelineConfig
 from .errors import OutputError
 from .models import ModelCache
 from .outputs import TrackLog, check_output_folder, check_video_output
-from .runner import FrameResult, RunStats, StageSet, StreamAnalyzer, analyze
+from .runner import RunStats, StageSet, StreamAnalyzer, analyze
 from .sources import file_path, open_source, probe
 from .store import BufferedTrackStore, build_store
+from .summary import TrackSummary
+from .types import FrameResult
 from .urls import redact_url
 
 __all__ = ["FileAnalysis", "JobResult"]
@@ -45,7 +47,7 @@ class JobResult:
     """
 
     stats: RunStats
-    tracks: list[dict] = field(default_factory=list)
+    tracks: list[TrackSummary] = field(default_factory=list)
     tracks_path: Path | None = None
     annotated: Path | None = None
     stopped: bool = False
@@ -126,7 +128,7 @@ class FileAnalysis:
         log = TrackLog(self.tracks_path)
         result = JobResult(stats=RunStats(), recovered_partial=log.recovered)
 
-        def track_ended(summary: dict) -> None:
+        def track_ended(summary: TrackSummary) -> None:
             result.tracks.append(summary)
             self._guard(lambda: log.write(summary), result, halt)
 

@@ -8,7 +8,6 @@ folder never holds a half-written file under the final name.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import OutputError
+from .summary import TrackSummary
 
 __all__ = ["VIDEO_SUFFIXES", "TrackLog", "check_output_folder", "check_video_output", "partial_path"]
 
@@ -116,7 +116,7 @@ class TrackLog:
         self.error: str | None = None
         self._good_bytes = 0
 
-    def write(self, summary: dict) -> None:
+    def write(self, summary: TrackSummary) -> None:
         """Append one ended track and flush it to the OS.
 
         Raises:
@@ -126,7 +126,7 @@ class TrackLog:
             self.lost += 1
             return
         try:
-            self._fh.write(json.dumps(summary) + "\n")
+            self._fh.write(summary.model_dump_json() + "\n")
             self._fh.flush()
         except OSError as err:
             self.lost += 1

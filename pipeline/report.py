@@ -4,26 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .summary import TrackSummary
+
 __all__ = ["format_table", "report_analysis"]
 
 
-def format_table(summaries: list[dict]) -> str:
+def format_table(summaries: list[TrackSummary]) -> str:
     """Aligned text table of track summaries, oldest first."""
     head = ("track", "seen (s)", "frames", "age", "gender", "expression", "estimates")
     rows = []
-    for s in sorted(summaries, key=lambda s: (s["first_seen"], s["track"])):
-        age = s["age"]
-        gender = s["gender"]
-        expr = s["expression"]
+    for s in sorted(summaries, key=lambda s: (s.first_seen, s.track)):
+        age, gender, expr = s.age, s.gender, s.expression
         rows.append(
             (
-                s["track"],
-                f"{s['first_seen']:.1f}-{s['last_seen']:.1f}",
-                str(s["frames"]),
-                "-" if age["mean"] is None else f"{age['mean']:.0f} ± {age['std']:.0f}",
-                "-" if gender["label"] is None else f"{gender['label']} ({gender['p_female']:.2f})",
-                "-" if expr["label"] is None else f"{expr['label']} ({expr['probs'][expr['label']]:.2f})",
-                ", ".join(f"{k} {v}" for k, v in s["sources"].items()) or "0",
+                s.track,
+                f"{s.first_seen:.1f}-{s.last_seen:.1f}",
+                str(s.frames),
+                "-" if age.mean is None else f"{age.mean:.0f} ± {age.std:.0f}",
+                "-" if gender.label is None else f"{gender.label} ({gender.p_female:.2f})",
+                "-" if expr.label is None else f"{expr.label} ({expr.probs[expr.label]:.2f})",
+                ", ".join(f"{k} {v}" for k, v in s.sources.items()) or "0",
             )
         )
     if not rows:

@@ -1,4 +1,4 @@
-"""The typed objects that cross stage boundaries (see DESIGN.md, Contracts)."""
+"""The typed objects that cross stage boundaries (see docs/architecture.md, Contracts)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ __all__ = [
     "Detections",
     "Estimate",
     "Frame",
+    "FrameResult",
     "Person",
+    "TrackEvent",
+    "TrackSpan",
+    "TrackedPerson",
     "track_key",
 ]
 
@@ -151,6 +155,50 @@ class Person:
     face: np.ndarray | None
     face_confidence: float
     derived_body: bool
+
+
+@dataclass(frozen=True)
+class TrackedPerson:
+    """One tracked person in one analysed frame.
+
+    Attributes:
+        key: track key ``{stream}:{epoch}:{track_id}``.
+        track_id: the tracker's id (unique within the stream's epoch).
+        box: ``(4,)`` xyxy tracking anchor in source pixels (body, or derived from the face).
+        face: ``(4,)`` xyxy face box, or None.
+    """
+
+    key: str
+    track_id: int
+    box: np.ndarray
+    face: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What perception made of one analysed frame."""
+
+    frame: Frame
+    people: list[TrackedPerson]
+
+
+@dataclass(frozen=True)
+class TrackSpan:
+    """When a track was first and last seen (stream seconds) and in how many analysed frames."""
+
+    key: str
+    first_seen: float
+    last_seen: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class TrackEvent:
+    """A track's lifecycle: ``start`` once it is confirmed, ``end`` once the tracker lost it for
+    good (or the stream stopped)."""
+
+    kind: Literal["start", "end"]
+    span: TrackSpan
 
 
 @dataclass(frozen=True)

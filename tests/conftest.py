@@ -124,12 +124,18 @@ def tiny_split(tmp_path_factory) -> Path:
     return build_tiny_vlm(tmp_path_factory.mktemp("tiny-split"), digits="split", seed=1)
 
 
-def mllm_yaml(path: Path, section: str, model: Path, mode: str = "constrained") -> Path:
-    """A config file whose ``section`` (estimator or mllm) is the MLLM on a local model."""
-    path.write_text(
-        f"{section}:\n  type: mllm\n  mode: {mode}\n"
-        f"  backend: {{type: transformers, model: '{model}', local_files_only: true, device: cpu}}\n"
+def mllm_yaml(path: Path, model: Path, mode: str = "constrained", routed: bool = False) -> Path:
+    """A config file whose estimator is the MLLM on a local model (``routed``: as the primary
+    of a routed estimator, the specialist as fallback)."""
+    mllm = (
+        f"type: mllm\nmode: {mode}\n"
+        f"backend: {{type: transformers, model: '{model}', local_files_only: true, device: cpu}}\n"
     )
+    if routed:
+        body = "estimator:\n  type: routed\n  primary:\n" + "".join(f"    {line}\n" for line in mllm.splitlines())
+    else:
+        body = "estimator:\n" + "".join(f"  {line}\n" for line in mllm.splitlines())
+    path.write_text(body)
     return path
 
 

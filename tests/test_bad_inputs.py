@@ -113,7 +113,7 @@ CASES: dict[str, Case] = {
     "eval no readable row": Case(("eval", "{ws}/m.csv", "--estimator", "specialist", "--out", "{ws}/r.json"), ("no row", "not an image file"),
                                  {"m.csv": "image,age\nnotes.png,30\n", "notes.png": "text"}),  # fmt: skip
     "eval out is a folder": Case(("eval", "{ws}/m.csv", "--out", "{ws}/prev"), ("--out", "ending in .json"), {"m.csv": "image\na.png\n"}),
-    "eval without an mllm": Case(("eval", "{ws}/m.csv", "--estimator", "mllm", "--out", "{ws}/r.json"), ("no MLLM configured",),
+    "eval without an mllm": Case(("eval", "{ws}/m.csv", "--estimator", "mllm", "--out", "{ws}/r.json"), ("--estimator mllm needs an MLLM",),
                                  {"m.csv": "image\na.png\n"}),  # fmt: skip
     # the demo video writer
     "sample unknown extension": Case(("sample", "{ws}/s.txt"), ("'.txt'", ".mp4")),

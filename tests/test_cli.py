@@ -73,7 +73,7 @@ def test_analyze_sample_end_to_end(tmp_path, sample_video, redis_url):
     from tracklens.pipeline.store import RedisTrackStore
 
     store = RedisTrackStore(redis_url)
-    assert store.get(t["track"]) == t
+    assert store.get(t["track"]).model_dump() == t
     assert [e["event"] for e in store.events("e2e") if e["track"] == t["track"]][-1] == "end"
     info = probe(annotated)
     assert (info["width"], info["height"]) == (1280, 720) and info["frames"] == 40
@@ -81,7 +81,7 @@ def test_analyze_sample_end_to_end(tmp_path, sample_video, redis_url):
 
 def test_analyze_with_the_mllm_estimator(tmp_path, sample_video, tiny_whole):
     """The pipeline runs with the MLLM as its estimator; every estimate says it came from it."""
-    config = mllm_yaml(tmp_path / "mllm.yaml", "estimator", tiny_whole)
+    config = mllm_yaml(tmp_path / "mllm.yaml", tiny_whole)
     out = tmp_path / "out"
     result = run_cli("analyze", str(sample_video), "--config", str(config), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr

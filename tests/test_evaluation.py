@@ -146,7 +146,7 @@ def photo_manifest(tmp_path, astronaut) -> Path:
 
 
 def test_eval_cli_prints_both_estimators_side_by_side(tmp_path, photo_manifest, models, tiny_whole):
-    config = mllm_yaml(tmp_path / "eval.yaml", "mllm", tiny_whole)
+    config = mllm_yaml(tmp_path / "eval.yaml", tiny_whole, routed=True)
     out = tmp_path / "report.json"
     result = subprocess.run(
         [sys.executable, "-m", "tracklens.pipeline.cli", "eval", str(photo_manifest), "--estimator", "both",

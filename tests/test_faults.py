@@ -96,10 +96,10 @@ def test_a_redis_restart_during_a_run_loses_nothing(tmp_path, video):
 
         store = RedisTrackStore(server.url)
         for t in tracks:
-            assert store.get(t["track"]) == t
+            assert store.get(t["track"]).model_dump() == t
             events = [e["event"] for e in store.events("outage") if e["track"] == t["track"]]
             assert events[0] == "start" and events[-1] == "end"
-        assert [t["track"] for t in store.tracks("outage")] == sorted(t["track"] for t in tracks)
+        assert [t.track for t in store.tracks("outage")] == sorted(t["track"] for t in tracks)
         store.close()
     finally:
         server.stop()
@@ -203,7 +203,7 @@ def test_a_tracks_file_that_cannot_be_written_is_reported_and_redis_still_has_th
 
     store = RedisTrackStore(redis_url)
     (stored,) = store.tracks("tracksfull")
-    assert stored["state"] == "ended" and stored["frames"] > 70
+    assert stored.state == "ended" and stored.frames > 70
     store.close()
 
 

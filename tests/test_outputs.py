@@ -9,14 +9,19 @@ import os
 import pytest
 from tracklens.pipeline.errors import OutputError
 from tracklens.pipeline.outputs import TrackLog, check_output_folder, check_video_output
+from tracklens.pipeline.summary import TrackSummary
+
+
+def _t(key: str) -> TrackSummary:
+    return TrackSummary(track=key, stream=key.split(":")[0], first_seen=0.0, last_seen=1.0, frames=2, state="ended")
 
 
 def test_ended_tracks_are_on_disk_before_the_run_ends_and_the_old_file_stays_until_commit(tmp_path):
     final = tmp_path / "tracks.jsonl"
     final.write_text('{"track": "old"}\n')
     log = TrackLog(final)
-    log.write({"track": "a:0:1"})
-    log.write({"track": "a:0:2"})
+    log.write(_t("a:0:1"))
+    log.write(_t("a:0:2"))
     # readable by another process now (a kill here keeps both), the old file untouched
     assert [json.loads(x)["track"] for x in (tmp_path / "tracks.jsonl.partial").read_text().splitlines()] == ["a:0:1", "a:0:2"]
     assert final.read_text() == '{"track": "old"}\n'
@@ -52,14 +57,14 @@ class _FullDisk:
 
 def test_a_failed_write_cuts_the_file_back_to_whole_lines_and_counts_what_was_lost(tmp_path):
     log = TrackLog(tmp_path / "tracks.jsonl")
-    log.write({"track": "a:0:1"})
+    log.write(_t("a:0:1"))
     log._fh = _FullDisk(log._fh, allow=8)
     with pytest.raises(OutputError, match="No space left on device"):
-        log.write({"track": "a:0:2"})
-    log.write({"track": "a:0:3"})  # after a failure: counted, not attempted
+        log.write(_t("a:0:2"))
+    log.write(_t("a:0:3"))  # after a failure: counted, not attempted
     assert log.written == 1 and log.lost == 2
     log.commit()
-    assert (tmp_path / "tracks.jsonl").read_text() == '{"track": "a:0:1"}\n'
+    assert (tmp_path / "tracks.jsonl").read_text() == _t("a:0:1").model_dump_json() + "\n"
 
 
 def test_output_checks_create_nothing_and_name_the_problem(tmp_path):

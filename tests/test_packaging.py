@@ -86,7 +86,8 @@ def test_default_yaml_spells_out_the_embedded_defaults():
 def test_example_configs_are_valid(name):
     from tracklens.pipeline.config import load_config
 
-    assert load_config(REPO / "configs" / name).estimator.type == "mllm"
+    estimator = load_config(REPO / "configs" / name).estimator
+    assert estimator.type == "routed" and estimator.primary.type == "mllm" and estimator.fallback.type == "specialist"
 
 
 def test_the_wheel_carries_the_prompts_and_default_config(wheel):

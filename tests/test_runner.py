@@ -23,11 +23,11 @@ def test_track_lifecycle_events_and_final_estimates():
     analyzer = StreamAnalyzer(config, stages, store, 10.0, stream="cam")
     analyze(ListSource(40, faces), analyzer)
 
-    tracks = {t["track"]: t for t in store.tracks("cam")}
+    tracks = {t.track: t for t in store.tracks("cam")}
     assert set(tracks) == {"cam:0:1", "cam:0:2"}
     long, short = tracks["cam:0:1"], tracks["cam:0:2"]
-    assert long["first_seen"] == 0.2 and long["last_seen"] == 3.9 and long["frames"] == 38
-    assert short["state"] == long["state"] == "ended"
+    assert long.first_seen == 0.2 and long.last_seen == 3.9 and long.frames == 38
+    assert short.state == long.state == "ended"
     # the short track ended (lost buffer: 10 frames at 10 fps) long before the file did
     events = [(e["track"], e["event"]) for e in store.events("cam")]
     assert events.index(("cam:0:2", "end")) < events.index(("cam:0:1", "end"))
@@ -37,11 +37,11 @@ def test_track_lifecycle_events_and_final_estimates():
     # is not asked again; short: vanished before its first request was due, so its best crop
     # was sent when it ended
     assert estimator.seen.count("cam:0:1") == 2 and estimator.seen.count("cam:0:2") == 1
-    assert long["age"] == {"mean": 30.0, "std": 2.37, "n": 2}
-    assert long["gender"]["label"] == "female" and long["expression"]["label"] == "happy"
-    assert short["age"]["mean"] is None and short["age"]["n"] == 1  # one estimate is not enough
-    assert analyzer.summaries() == [long, short]
-    assert store.state("cam:0:1")["age_n"] == 2
+    assert long.age.model_dump() == {"mean": 30.0, "std": 2.37, "n": 2}
+    assert long.gender.label == "female" and long.expression.label == "happy"
+    assert short.age.mean is None and short.age.n == 1  # one estimate is not enough
+    assert store.record("cam:0:1").state["age_n"] == 2
+    assert len(analyzer.book) == 0  # every ended track was written and forgotten
 
 
 def test_a_track_that_ends_before_its_first_request_still_gets_estimated():
@@ -61,10 +61,11 @@ def test_face_only_people_are_followed_between_full_scans_on_a_fraction_of_the_p
     config = PipelineConfig.model_validate({"detection": {"face_schedule": {"full_scan_interval_s": 1.0}}})
     detector = BlobFaceDetector()
     stages = StageSet(ScriptedDetector({}, PERSON), detector, RecordingEstimator())
-    analyzer = StreamAnalyzer(config, stages, MemoryTrackStore(), 10.0, stream="cam")
+    store = MemoryTrackStore()
+    analyzer = StreamAnalyzer(config, stages, store, 10.0, stream="cam")
     analyze(ListSource(30, faces), analyzer)
-    (track,) = analyzer.summaries()
-    assert track["frames"] == 28  # every frame from confirmation (min_hits 3) to the end
+    (track,) = store.tracks("cam")
+    assert track.frames == 28  # every frame from confirmation (min_hits 3) to the end
     full_scans = 3  # at 0, 1 and 2 s
     assert detector.pixels_scanned < 0.3 * 30 * 480 * 640
     assert detector.pixels_scanned > full_scans * 480 * 640
@@ -91,8 +92,8 @@ def test_a_stop_request_ends_and_writes_every_open_track_at_once():
     analyze(ListSource(60, faces), analyzer, on_frame, stop=stop)
     # the batch after the request was never analysed: frames 0-23 were (batches of 8)
     assert analyzer.stats.frames_analysed == 24
-    assert sorted(s["track"] for s in ended) == ["cam:0:1", "cam:0:2"]
-    assert all(s["state"] == "ended" for s in store.tracks("cam"))
+    assert sorted(s.track for s in ended) == ["cam:0:1", "cam:0:2"]
+    assert all(s.state == "ended" for s in store.tracks("cam"))
     assert [e["event"] for e in store.events("cam")].count("end") == 2
 
 
@@ -110,5 +111,34 @@ def test_an_estimator_crash_still_ends_and_writes_the_open_tracks_then_raises():
     with pytest.raises(RuntimeError, match="estimator crashed"):
         analyze(ListSource(60, faces), analyzer)
     assert estimator.calls == 2  # the final flush did not call the failed estimator again
-    assert sorted(s["track"] for s in ended) == ["cam:0:1", "cam:0:2"]
-    assert {s["state"] for s in store.tracks("cam")} == {"ended"}
+    assert sorted(s.track for s in ended) == ["cam:0:1", "cam:0:2"]
+    assert {s.state for s in store.tracks("cam")} == {"ended"}
+
+
+def test_a_restarted_stream_goes_on_with_the_same_track_keys():
+    """Perception's snapshot (tracker, crop budgets, open tracks) survives a JSON round trip;
+    a stream restored from it gives exactly what an uninterrupted stream gives."""
+    import json
+
+    from tracklens.pipeline.perception import Perception
+
+    people, faces = _two_people(40)
+    config = PipelineConfig()
+    frames = list(ListSource(40, faces))
+
+    def run(parts):
+        detector = ScriptedDetector(people, PERSON)
+        snapshot, keys, spans = None, [], {}
+        for part in parts:
+            perception = Perception(config, detector, BlobFaceDetector(), "cam", 0, 10.0, snapshot=snapshot)
+            for i in range(part.start, part.stop, 8):
+                batch = perception.process(frames[i : min(i + 8, part.stop)])
+                keys += [[p.key for p in r.people] for r in batch.results]
+                spans.update(batch.seen)
+            snapshot = json.loads(json.dumps(perception.snapshot()))
+        return keys, spans
+
+    whole = run([range(0, 40)])
+    restarted = run([range(0, 24), range(24, 40)])
+    assert restarted == whole
+    assert {k for frame in whole[0] for k in frame} == {"cam:0:1", "cam:0:2"}

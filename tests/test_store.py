@@ -8,6 +8,7 @@ import uuid
 import pytest
 from tracklens.pipeline.errors import StoreError
 from tracklens.pipeline.store import MemoryTrackStore, RedisTrackStore, TrackRecord
+from tracklens.pipeline.summary import AgeSummary, TrackSummary
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -22,17 +23,17 @@ def store(request):
 
 
 def _rec(key: str, version: int, state: str = "active", event: str | None = "estimate", age: float = 30.0) -> TrackRecord:
-    stream = key.split(":")[0]
-    summary = {"track": key, "stream": stream, "first_seen": float(key.rsplit(":", 1)[1]), "state": state,
-               "age": {"mean": age}}  # fmt: skip
+    stream, _, track_id = key.split(":")
+    summary = TrackSummary(track=key, stream=stream, first_seen=float(track_id), last_seen=float(track_id) + 1, frames=3,
+                           state=state, age=AgeSummary(mean=age, std=2.0, n=2))  # fmt: skip
     return TrackRecord(key, stream, version, summary, {"age_n": version}, (event,) if event else ())
 
 
 def test_put_get_and_list(store):
     assert store.put([_rec("cam:0:2", 1, event="start"), _rec("cam:0:1", 1, event="start")]) == 2
-    assert store.get("cam:0:1")["track"] == "cam:0:1"
-    assert store.state("cam:0:2") == {"age_n": 1}
-    assert [t["track"] for t in store.tracks("cam")] == ["cam:0:1", "cam:0:2"]
+    assert store.get("cam:0:1").track == "cam:0:1" and store.get("cam:0:1") == _rec("cam:0:1", 1).summary
+    assert store.record("cam:0:2").state == {"age_n": 1} and store.record("cam:0:2").version == 1
+    assert [t.track for t in store.tracks("cam")] == ["cam:0:1", "cam:0:2"]
     assert store.tracks("other") == [] and store.get("cam:0:9") is None
 
 
@@ -40,7 +41,7 @@ def test_stale_and_repeated_writes_change_nothing(store):
     store.put([_rec("cam:0:1", 1, event="start")])
     store.put([_rec("cam:0:1", 3, age=40.0)])
     assert store.put([_rec("cam:0:1", 2, age=10.0), _rec("cam:0:1", 3, age=10.0)]) == 0
-    assert store.get("cam:0:1")["age"]["mean"] == 40.0
+    assert store.get("cam:0:1").age.mean == 40.0
     assert [e["version"] for e in store.events("cam")] == [1, 3]
 
 
@@ -67,7 +68,7 @@ def test_concurrent_writers_keep_the_newest_version(store):
         t.start()
     for t in threads:
         t.join()
-    assert store.get("cam:0:1")["age"]["mean"] == 199.0
+    assert store.get("cam:0:1").age.mean == 199.0
 
 
 def test_redis_ended_tracks_get_a_ttl_and_vanish_from_listings(redis_url):
@@ -80,7 +81,7 @@ def test_redis_ended_tracks_get_a_ttl_and_vanish_from_listings(redis_url):
     assert 0 < client.ttl(f"{s._k('track', 'cam:0:1')}") <= 60
     assert client.ttl(f"{s._k('track', 'cam:0:2')}") == -1
     client.delete(s._k("track", "cam:0:1"))  # as if the TTL had passed
-    assert [t["track"] for t in s.tracks("cam")] == ["cam:0:2"]
+    assert [t.track for t in s.tracks("cam")] == ["cam:0:2"]
     assert client.zcard(s._k("stream", "cam", "tracks")) == 1
 
 

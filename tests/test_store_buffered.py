@@ -6,11 +6,12 @@ import time
 
 from fakes import FlakyStore
 from tracklens.pipeline.store import BufferedTrackStore, TrackRecord
+from tracklens.pipeline.summary import TrackSummary
 
 
 def _rec(key: str, version: int, events: tuple[str, ...] = (), state: str = "active") -> TrackRecord:
-    return TrackRecord(key, key.split(":")[0], version, {"track": key, "state": state, "first_seen": 0.0, "v": version},
-                       {"v": version}, events)  # fmt: skip
+    summary = TrackSummary(track=key, stream=key.split(":")[0], first_seen=0.0, last_seen=float(version), frames=version, state=state)
+    return TrackRecord(key, key.split(":")[0], version, summary, {"v": version}, events)
 
 
 def test_writes_pass_straight_through_while_the_store_is_up():
@@ -18,7 +19,7 @@ def test_writes_pass_straight_through_while_the_store_is_up():
     store = BufferedTrackStore(inner)
     assert store.put([_rec("cam:0:1", 1, ("start",))]) == 1
     assert store.pending == 0 and store.undelivered == 0 and store.stats.written == 1
-    assert inner.get("cam:0:1")["v"] == 1
+    assert inner.get("cam:0:1").frames == 1
 
 
 def test_an_outage_buffers_one_state_per_track_and_delivers_it_with_every_event_on_return():
@@ -35,7 +36,7 @@ def test_an_outage_buffers_one_state_per_track_and_delivers_it_with_every_event_
     inner.down = False
     assert store.flush(timeout_s=1.0)
     assert store.undelivered == 0 and store.available
-    assert inner.get("cam:0:1") == {"track": "cam:0:1", "state": "ended", "first_seen": 0.0, "v": 4}
+    assert inner.get("cam:0:1") == _rec("cam:0:1", 4, state="ended").summary
     # the superseded writes' events arrive with the newest one: a run of estimates counts once
     assert [e["event"] for e in inner.events("cam") if e["track"] == "cam:0:1"] == ["start", "estimate", "end"]
     assert [e["event"] for e in inner.events("cam") if e["track"] == "cam:0:2"] == ["start"]
@@ -58,7 +59,7 @@ def test_retries_back_off_instead_of_hammering_the_store():
     inner.down = False
     time.sleep(0.2)
     store.put([_rec("cam:0:1", 52)])
-    assert inner.attempts == 3 and inner.get("cam:0:1")["v"] == 52 and store.pending == 0
+    assert inner.attempts == 3 and inner.get("cam:0:1").frames == 52 and store.pending == 0
 
 
 def test_the_buffer_is_bounded_and_what_it_drops_is_counted():
@@ -69,7 +70,7 @@ def test_the_buffer_is_bounded_and_what_it_drops_is_counted():
     assert store.pending == 3 and store.stats.dropped == 2 and store.undelivered == 5
     inner.down = False
     store.flush(timeout_s=1.0)
-    assert [t["track"] for t in inner.tracks("cam")] == ["cam:0:2", "cam:0:3", "cam:0:4"]
+    assert [t.track for t in inner.tracks("cam")] == ["cam:0:2", "cam:0:3", "cam:0:4"]
     assert store.undelivered == 2  # the dropped ones never arrived, and that stays visible
 
 

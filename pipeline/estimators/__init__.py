@@ -14,6 +14,7 @@ __all__ = ["ESTIMATORS", "Estimator", "build_estimator"]
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "specialist": (".specialist", "OnnxSpecialistEstimator"),
     "mllm": (".mllm", "MllmEstimator"),
+    "routed": (".routed", "RoutedEstimator"),
 }
 
 

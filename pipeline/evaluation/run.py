@@ -9,16 +9,43 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError, OutputError
 
-__all__ = ["run_eval"]
+__all__ = ["estimator_configs", "run_eval"]
+
+
+def estimator_configs(estimator, which: str) -> dict:
+    """``{name: estimator config}`` to evaluate, from the config's ``estimator`` section.
+
+    ``specialist`` is the configured specialist (a routed estimator's fallback, else the
+    defaults); ``mllm`` the configured MLLM (alone or a routed estimator's primary);
+    ``routed`` the routed pair as the pipeline runs it; ``both`` the specialist and the MLLM
+    side by side.
+    """
+    from ..config import SpecialistEstimatorConfig
+
+    kind = estimator.type
+    found = {
+        "specialist": estimator if kind == "specialist" else estimator.fallback if kind == "routed" else SpecialistEstimatorConfig(),
+        "mllm": estimator if kind == "mllm" else estimator.primary if kind == "routed" else None,
+        "routed": estimator if kind == "routed" else None,
+    }
+    wanted = ["specialist", "mllm"] if which == "both" else [which]
+    for name in wanted:
+        if found[name] is None:
+            raise ConfigError(
+                f"--estimator {which} needs an {'MLLM' if name == 'mllm' else 'routed estimator'} in --config: set "
+                "`estimator:` to type mllm or routed (try `tracklens models tiny-vlm DIR` for a smoke-test model)"
+            )
+    return {name: found[name] for name in wanted}
 
 
 def run_eval(manifest: str, which: str, config_path: str | None, out: Path, say: Callable[[str], None]) -> int:
-    """Evaluate ``which`` (specialist, mllm or both) on ``manifest``; write ``out``; exit status.
+    """Evaluate ``which`` (specialist, mllm, routed or both) on ``manifest``; write ``out``;
+    returns the exit status.
 
     Everything that can be checked is checked before a model loads: the config, every row
     of the manifest, the report path.
     """
-    from ..config import SpecialistEstimatorConfig, load_config
+    from ..config import load_config
     from ..detectors import build_detector
     from ..estimators import build_estimator
     from ..models import ModelCache
@@ -31,15 +58,7 @@ def run_eval(manifest: str, which: str, config_path: str | None, out: Path, say:
     if out.suffix.lower() != ".json":
         raise OutputError(f"--out {out}: the report is JSON; give a file name ending in .json")
     check_output_folder(out.parent, out.name, inputs=(Path(manifest),), flag="--out")
-    wanted = ["specialist", "mllm"] if which == "both" else [which]
-    configs = {}
-    if "specialist" in wanted:
-        configs["specialist"] = config.estimator if config.estimator.type == "specialist" else SpecialistEstimatorConfig()
-    if "mllm" in wanted:
-        mllm = config.mllm or (config.estimator if config.estimator.type == "mllm" else None)
-        if mllm is None:
-            raise ConfigError("no MLLM configured: add an `mllm:` section to --config (try `tracklens models tiny-vlm DIR`)")
-        configs["mllm"] = mllm
+    configs = estimator_configs(config.estimator, which)
     models = ModelCache(progress=say)
     crops = build_crops(samples, build_detector(config.detection.face, models), config.crops)
     invalid = [(s, c) for s, c in zip(samples, crops) if isinstance(c, str)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..summary import TrackSummary
+
 __all__ = ["TrackRecord", "TrackStore"]
 
 
@@ -17,7 +19,7 @@ class TrackRecord:
         stream: stream id.
         version: increases with every write of this track; a write whose version is not
             newer than the stored one is ignored, which makes retries idempotent.
-        summary: the Track summary (DESIGN.md), JSON-compatible.
+        summary: the track's summary.
         state: the aggregator state, JSON-compatible, so another process can continue it.
         events: what happened since the track's previous write (``start``, ``estimate``,
             ``end``), in order, appended to the stream's event log; empty for silent
@@ -27,13 +29,13 @@ class TrackRecord:
     key: str
     stream: str
     version: int
-    summary: dict
+    summary: TrackSummary
     state: dict
     events: tuple[str, ...] = ()
 
     @property
     def ended(self) -> bool:
-        return self.summary.get("state") == "ended"
+        return self.summary.ended
 
     def superseding(self, older: TrackRecord) -> TrackRecord:
         """This record, also carrying the events of ``older`` (an unsent write of the same track)."""
@@ -57,15 +59,15 @@ class TrackStore(Protocol):
         """Write records (each atomic, stale versions ignored); returns how many were applied."""
         ...
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> TrackSummary | None:
         """The summary of one track, or None."""
         ...
 
-    def state(self, key: str) -> dict | None:
-        """The aggregator state of one track, or None."""
+    def record(self, key: str) -> TrackRecord | None:
+        """The last write of one track (version, summary, aggregator state), or None."""
         ...
 
-    def tracks(self, stream: str) -> list[dict]:
+    def tracks(self, stream: str) -> list[TrackSummary]:
         """Summaries of a stream's tracks, oldest first."""
         ...
 

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..errors import StoreError
+from ..summary import TrackSummary
 from .base import TrackRecord, TrackStore
 
 __all__ = ["BufferedTrackStore", "DeliveryStats"]
@@ -161,13 +162,16 @@ class BufferedTrackStore:
         self.stats.written += len(batch)
         return applied
 
-    def get(self, key: str) -> dict | None:
-        return self.inner.get(key)
+    def get(self, key: str) -> TrackSummary | None:
+        pending = self._pending.get(key)
+        return pending.summary if pending is not None else self.inner.get(key)
 
-    def state(self, key: str) -> dict | None:
-        return self.inner.state(key)
+    def record(self, key: str) -> TrackRecord | None:
+        """The newest state of a track: the unsent one when there is one (an outage)."""
+        pending = self._pending.get(key)
+        return pending if pending is not None else self.inner.record(key)
 
-    def tracks(self, stream: str) -> list[dict]:
+    def tracks(self, stream: str) -> list[TrackSummary]:
         return self.inner.tracks(stream)
 
     def events(self, stream: str, count: int = 100) -> list[dict]:

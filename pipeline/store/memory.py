@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from ..summary import TrackSummary
 from .base import TrackRecord
 
 __all__ = ["MemoryTrackStore"]
@@ -34,22 +35,22 @@ class MemoryTrackStore:
                 if old is not None and old.version >= rec.version:
                     continue
                 self._records[rec.key] = rec
-                self._streams.setdefault(rec.stream, {})[rec.key] = rec.summary.get("first_seen", 0.0)
+                self._streams.setdefault(rec.stream, {})[rec.key] = rec.summary.first_seen
                 log = self._events.setdefault(rec.stream, deque(maxlen=self._maxlen))
                 for event in rec.events:
                     log.append({"track": rec.key, "version": rec.version, "event": event})
                 applied += 1
         return applied
 
-    def get(self, key: str) -> dict | None:
+    def get(self, key: str) -> TrackSummary | None:
         rec = self._records.get(key)
         return None if rec is None else rec.summary
 
-    def state(self, key: str) -> dict | None:
+    def record(self, key: str) -> TrackRecord | None:
         rec = self._records.get(key)
-        return None if rec is None else rec.state
+        return None if rec is None else TrackRecord(rec.key, rec.stream, rec.version, rec.summary, rec.state)
 
-    def tracks(self, stream: str) -> list[dict]:
+    def tracks(self, stream: str) -> list[TrackSummary]:
         with self._lock:
             keys = sorted(self._streams.get(stream, {}).items(), key=lambda kv: (kv[1], kv[0]))
             return [self._records[k].summary for k, _ in keys]

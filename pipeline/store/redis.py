@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 
 from ..errors import StoreError, StoreUnavailableError
+from ..summary import TrackSummary
 from ..urls import redact_url
 from .base import TrackRecord
 
@@ -97,10 +98,10 @@ class RedisTrackStore:
             keys = [self._k("track", rec.key), self._k("stream", rec.stream, "tracks"), self._k("stream", rec.stream, "events")]
             args = [
                 rec.version,
-                json.dumps(rec.summary),
+                rec.summary.model_dump_json(),
                 json.dumps(rec.state),
                 rec.key,
-                rec.summary.get("first_seen", 0.0),
+                rec.summary.first_seen,
                 "1" if rec.ended else "0",
                 self._ttl,
                 self._maxlen,
@@ -109,17 +110,18 @@ class RedisTrackStore:
             self._put(keys=keys, args=args, client=pipe)
         return sum(int(x) for x in self._call(pipe.execute))
 
-    def _field(self, key: str, name: str) -> dict | None:
-        raw = self._call(self._client.hget, self._k("track", key), name)
-        return None if raw is None else json.loads(raw)
+    def get(self, key: str) -> TrackSummary | None:
+        raw = self._call(self._client.hget, self._k("track", key), "summary")
+        return None if raw is None else TrackSummary.model_validate_json(raw)
 
-    def get(self, key: str) -> dict | None:
-        return self._field(key, "summary")
+    def record(self, key: str) -> TrackRecord | None:
+        version, summary, state = self._call(self._client.hmget, self._k("track", key), ["version", "summary", "state"])
+        if version is None or summary is None:
+            return None
+        parsed = TrackSummary.model_validate_json(summary)
+        return TrackRecord(key, parsed.stream, int(version), parsed, json.loads(state) if state else {})
 
-    def state(self, key: str) -> dict | None:
-        return self._field(key, "state")
-
-    def tracks(self, stream: str) -> list[dict]:
+    def tracks(self, stream: str) -> list[TrackSummary]:
         index = self._k("stream", stream, "tracks")
         keys = [k.decode() for k in self._call(self._client.zrange, index, 0, -1)]
         pipe = self._client.pipeline(transaction=False)
@@ -129,7 +131,7 @@ class RedisTrackStore:
         expired = [k for k, raw in zip(keys, raws) if raw is None]
         if expired:
             self._call(self._client.zrem, index, *expired)
-        return [json.loads(raw) for raw in raws if raw is not None]
+        return [TrackSummary.model_validate_json(raw) for raw in raws if raw is not None]
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
         entries = self._call(self._client.xrevrange, self._k("stream", stream, "events"), "+", "-", count)

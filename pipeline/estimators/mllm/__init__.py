@@ -122,7 +122,7 @@ class MllmEstimator:
         return Estimate(
             **self._base(crop),
             age=float(parsed.age),
-            age_std=self.config.age_error_years,
+            age_std=None,  # a hard answer has no spread: the aggregator weighs it by the MLLM's typical error
             p_female=c if parsed.gender == "female" else 1.0 - c,
             expression=expression if crop.face is not None else None,
             extra={"mode": self.config.mode, "raw": text[:500]},

@@ -1,0 +1,166 @@
+"""Typed configuration: one pydantic model per section, loaded from YAML.
+
+The defaults below are the embedded defaults: ``tracklens analyze`` runs with them when no
+``--config`` is given; ``configs/default.yaml`` spells the same values out for editing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from ..errors import ConfigError
+from ..urls import redact_url
+from .base import RedisUrl, Section, StreamId, check_redis_url, check_stream_id
+from .detection import (
+    CenterfaceFaceDetectorConfig,
+    DetectionConfig,
+    DlibFaceDetectorConfig,
+    FaceScheduleConfig,
+    HaarFaceDetectorConfig,
+    SsdliteDetectorConfig,
+    YunetFaceDetectorConfig,
+)
+from .estimators import (
+    EstimatorConfig,
+    MllmEstimatorConfig,
+    OpenAIBackendConfig,
+    RoutedEstimatorConfig,
+    SpecialistEstimatorConfig,
+    TransformersBackendConfig,
+)
+from .stages import (
+    AggregationConfig,
+    AssociationConfig,
+    CropConfig,
+    MemoryStoreConfig,
+    RedisStoreConfig,
+    SourceConfig,
+    StoreConfig,
+    TrackerConfig,
+)
+
+__all__ = [
+    "AggregationConfig",
+    "AssociationConfig",
+    "CenterfaceFaceDetectorConfig",
+    "CropConfig",
+    "DetectionConfig",
+    "DlibFaceDetectorConfig",
+    "EstimatorConfig",
+    "FaceScheduleConfig",
+    "HaarFaceDetectorConfig",
+    "MemoryStoreConfig",
+    "MllmEstimatorConfig",
+    "OpenAIBackendConfig",
+    "PipelineConfig",
+    "RedisStoreConfig",
+    "RedisUrl",
+    "RoutedEstimatorConfig",
+    "Section",
+    "SourceConfig",
+    "SpecialistEstimatorConfig",
+    "SsdliteDetectorConfig",
+    "StoreConfig",
+    "StreamId",
+    "TrackerConfig",
+    "TransformersBackendConfig",
+    "YunetFaceDetectorConfig",
+    "check_redis_url",
+    "check_stream_id",
+    "load_config",
+]
+
+_Section = Section
+
+
+class PipelineConfig(_Section):
+    """Everything ``tracklens analyze`` needs."""
+
+    stream: StreamId = "video"
+    source: SourceConfig = SourceConfig()
+    detection: DetectionConfig = DetectionConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    association: AssociationConfig = AssociationConfig()
+    crops: CropConfig = CropConfig()
+    estimator: EstimatorConfig = SpecialistEstimatorConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    store: StoreConfig = MemoryStoreConfig()
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, object] | None = None, flags: dict[str, str] | None = None
+) -> PipelineConfig:
+    """Load a YAML config over the embedded defaults.
+
+    Args:
+        path: YAML file; any subset of :class:`PipelineConfig`.
+        overrides: dotted keys set over the file (``{"source.fps": 5, "store.url": ...}``).
+        flags: dotted key -> the command-line flag that set it, so errors name the flag.
+
+    Raises:
+        ConfigError: one line naming the file or flag, the key and what is wrong.
+    """
+    data: dict = {}
+    if path is not None:
+        data = _read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            node[part] = node = dict(child) if isinstance(child, dict) else {}
+        node[leaf] = value
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err, path, overrides or {}, flags or {})) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8 YAML expected)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, not a {type(loaded).__name__}")
+    return loaded
+
+
+def _first_error(err: ValidationError, path, overrides: dict, flags: dict) -> str:
+    errors = err.errors()
+    first = errors[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc)
+    for dotted, flag in flags.items():
+        if _within(dotted.split("."), loc):
+            value = overrides.get(dotted)
+            shown = repr(redact_url(value) if isinstance(value, str) else value)
+            return f"invalid {flag} {shown}: {msg}{more}"
+    return f"invalid config{f' {path}' if path else ''}: {where}: {msg}{more}"
+
+
+def _within(key: list[str], loc: list[str]) -> bool:
+    """Whether an error at ``loc`` concerns ``key``; ``loc`` may hold union tags in between
+    (``store.redis.url`` for the key ``store.url``)."""
+    if not loc or loc[0] != key[0]:
+        return False
+    rest = iter(loc[1:])
+    return all(any(part == item for item in rest) for part in key[1:])

@@ -1,0 +1,118 @@
+"""Sections of the stages between detection and the store: source, tracker, association,
+crops, aggregation, and the store itself."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator
+
+from .base import RedisUrl
+from .base import Section as _Section
+
+__all__ = [
+    "AggregationConfig",
+    "AssociationConfig",
+    "CropConfig",
+    "MemoryStoreConfig",
+    "RedisStoreConfig",
+    "SourceConfig",
+    "StoreConfig",
+    "TrackerConfig",
+]
+
+
+class SourceConfig(_Section):
+    """Decoding. ``fps`` caps the analysis rate: every frame is decoded, a subset handed on."""
+
+    fps: float | None = Field(10.0, gt=0)
+
+
+class TrackerConfig(_Section):
+    """ByteTrack thresholds; see ``tracklens.trackers.ByteTrackConfig`` for their meaning."""
+
+    type: Literal["bytetrack"] = "bytetrack"
+    high_thresh: float = 0.5
+    low_thresh: float = 0.1
+    new_track_thresh: float = 0.6
+    match_thresh: float = 0.8
+    low_match_thresh: float = 0.5
+    tentative_match_thresh: float = 0.7
+    lost_track_buffer: int = Field(60, ge=0, description="frames at 30 fps")
+    min_hits: int = Field(3, ge=1)
+
+
+class AssociationConfig(_Section):
+    """Face<->body matching. A face belongs to a body when at least ``min_inside`` of its area
+    is inside the body box and its center lies in the top ``max_center_depth`` of the body."""
+
+    min_inside: float = Field(0.7, gt=0, le=1)
+    max_center_depth: float = Field(0.45, gt=0, le=1)
+    body_from_face_width: float = Field(3.0, gt=1, description="derived body width / face width")
+    body_from_face_height: float = Field(7.0, gt=1, description="derived body height / face height")
+
+
+class CropConfig(_Section):
+    """Crop selection and the per-track estimation budget."""
+
+    min_face_px: int = Field(24, ge=4, description="faces smaller than this (height) are not sent")
+    good_face_px: int = Field(96, ge=8, description="face height at which the size term saturates")
+    face_margin: float = Field(0.4, ge=0, description="context added around the face, per side, x face size")
+    first_after_s: float = Field(0.3, ge=0, description="collect this long after confirmation before the first request")
+    refresh_s: float = Field(1.5, gt=0, description="at most one request per track per this many seconds")
+    max_requests: int = Field(12, ge=1, description="requests per track before it stops being refreshed")
+    max_body_px: int = Field(512, ge=64, description="body crops are downscaled to this longer side")
+    require_face: bool = Field(True, description="only request estimates for crops with a readable face")
+
+
+class AggregationConfig(_Section):
+    """Per-track fusion over time (O(1) state)."""
+
+    age_band_sigmas: float = Field(2.5, gt=0, description="outlier band half-width, in predicted sigmas")
+    age_band_min_years: float = Field(6.0, gt=0)
+    age_min_n: int = Field(2, ge=1)
+    gender_logit_clip: float = Field(3.0, gt=0, description="|log-odds| cap per estimate")
+    gender_min_logit: float = Field(2.0, gt=0, description="|summed log-odds| needed for a label")
+    gender_min_n: int = Field(2, ge=1)
+    expression_half_life_s: float = Field(4.0, gt=0)
+    expression_min_weight: float = Field(1.0, gt=0, description="decayed evidence needed for a label")
+    expression_min_prob: float = Field(0.35, gt=0, le=1)
+    confident_age_std: float = Field(4.0, gt=0, description="track stops asking once age std is below this")
+    age_error_years: dict[str, float] = Field(
+        {"mllm": 5.0, "specialist": 6.0},
+        description="typical age error of each source (years): the fusion weight of an estimate without a spread of its own",
+    )
+    min_expression_face_px: int = Field(32, ge=0, description="expressions read from smaller faces are dropped")
+
+    @field_validator("age_error_years")
+    @classmethod
+    def _every_source(cls, value: dict[str, float]) -> dict[str, float]:
+        sources = {"mllm", "specialist"}
+        if set(value) != sources or not all(v > 0 for v in value.values()):
+            raise ValueError(f"needs a positive number of years for each of {', '.join(sorted(sources))}")
+        return value
+
+
+class MemoryStoreConfig(_Section):
+    type: Literal["memory"] = "memory"
+
+
+class RedisStoreConfig(_Section):
+    """Redis as the system of record. While it is unreachable, writes are buffered in memory
+    (one pending state per track, at most ``max_pending_tracks``) and retried with backoff."""
+
+    type: Literal["redis"] = "redis"
+    url: RedisUrl = "redis://127.0.0.1:6379/0"
+    prefix: str = Field("tl", min_length=1)
+    ended_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="retention of ended tracks")
+    events_maxlen: int = Field(100_000, ge=1)
+    timeout_s: float = Field(3.0, gt=0, description="connect and read timeout of one call")
+    max_pending_tracks: int = Field(100_000, ge=1, description="tracks buffered at most during an outage")
+    retry_s: float = Field(0.25, gt=0, description="first retry delay after a failed write; doubles")
+    max_retry_s: float = Field(5.0, gt=0)
+    drain_s: float = Field(10.0, ge=0, description="how long the end of a run keeps trying to deliver")
+
+
+StoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discriminator="type")]
+
+
