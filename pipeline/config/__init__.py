@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ..urls import redact_url
