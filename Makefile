@@ -18,17 +18,20 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(TORCH)'
-	$(PY) -m pip install -q -e '.[test,mllm]'
+	$(PY) -m pip install -q -e '.[test,mllm,serve]'
 	$(PY) -m pip install -q --no-deps 'trackeval==1.3.0'
 	touch $@
 
 setup: $(VENV)/.installed
 
-# System packages the integration tests need (a real redis-server).
+# System packages the integration tests need: a real redis-server, and GStreamer's RTSP server
+# (driven by Debian's python3, where gi lives) for a real camera.
+SYSTEM_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 system:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
-	  else echo "the tests need redis-server: sudo apt-get install redis-server" >&2; exit 1; fi; }
+	@{ command -v redis-server >/dev/null && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	  else echo "the tests need: sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; fi; }
 
 models: setup
 	$(TL) models pull

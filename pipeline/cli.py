@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     an = sub.add_parser("analyze", help="track people in a video and estimate age, gender, expression")
-    an.add_argument("video", help="video file (mp4, mkv, avi, ...) or file:// URI")
+    an.add_argument("video", help="video file (mp4, mkv, avi, ...), file:// URI, or live stream (rtsp://, rtmp://, http(s)://)")
     an.add_argument("--config", help="YAML config (defaults are embedded; see configs/default.yaml)")
     an.add_argument("--out", default="out", help="output folder for tracks.jsonl (default: out)")
     an.add_argument("--redis-url", help="store tracks in Redis (default: $TRACKLENS_REDIS_URL, else in memory)")
@@ -140,7 +140,7 @@ class _Formatter(logging.Formatter):
 def _analyze(args: argparse.Namespace) -> int:
     from .config import load_config
     from .env import redis_url
-    from .jobs import FileAnalysis
+    from .jobs import Analysis
     from .models import ModelCache
     from .report import report_analysis
     from .shutdown import StopSignals
@@ -156,7 +156,7 @@ def _analyze(args: argparse.Namespace) -> int:
         flags["store.url"] = flag
     config = load_config(args.config, overrides, flags)
     annotate = Path(args.annotate) if args.annotate is not None else None
-    job = FileAnalysis(args.video, config, Path(args.out), annotate, ModelCache(progress=_say))
+    job = Analysis(args.video, config, Path(args.out), annotate, ModelCache(progress=_say))
     progress = _progress(job.expected_frames, args.no_progress)
     with StopSignals() as signals:  # from here on, signals stop the run and never cut a write
         from tqdm.contrib.logging import logging_redirect_tqdm

@@ -1,12 +1,13 @@
-"""One analysis of one video, start to end: the run loop that every front-end calls.
+"""One analysis of one source, start to end: the run loop that every front-end calls.
 
-:class:`FileAnalysis` checks everything it can before the first frame (output paths
-writable and not the input, the video readable, the store reachable, the models and the
-MLLM endpoint usable) and raises a :class:`~.errors.TracklensError` naming the problem.
-:meth:`FileAnalysis.run` then analyses, and on every exit path (end of file, a file that
-breaks off, a stop request, an output error, a bug) ends the open tracks, writes them,
-finalises the annotated video and delivers the store's buffered writes or counts them.
-Presentation (progress bars, tables, exit statuses) belongs to the front-end.
+:class:`Analysis` checks everything it can before the first frame (output paths writable
+and not the input, the video readable or the live stream reachable, the store reachable,
+the models and the MLLM endpoint usable) and raises a :class:`~.errors.TracklensError`
+naming the problem. :meth:`Analysis.run` then analyses, and on every exit path (end of
+file, a file that breaks off, a live stream that gives up, a stop request, an output error,
+a bug) ends the open tracks, writes them, finalises the annotated video and delivers the
+store's buffered writes or counts them. Presentation (progress bars, tables, exit statuses)
+belongs to the front-end.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from .errors import OutputError
 from .models import ModelCache
 from .outputs import TrackLog, check_output_folder, check_video_output
 from .runner import RunStats, StageSet, StreamAnalyzer, analyze
-from .sources import file_path, open_source, probe
+from .sources import file_path, is_live, open_source, probe
 from .store import BufferedTrackStore, build_store
 from .summary import TrackSummary
 from .types import FrameResult
 from .urls import redact_url
 
-__all__ = ["FileAnalysis", "JobResult"]
+__all__ = ["Analysis", "JobResult"]
 
 
 @dataclass
@@ -39,7 +40,8 @@ class JobResult:
         tracks_path: tracks.jsonl once it was made final.
         annotated: the annotated video once it was finalised.
         stopped: the run was stopped by a request (signal) before the end of the video.
-        source_error: the video broke off or ended short of its declared length.
+        source_error: the video broke off or ended short of its declared length, or the
+            live stream gave up.
         output_error: an output could not be written; the run stopped there.
         store_undelivered: tracks whose latest state never reached the store.
         store_error: the store's last error, when some writes did not reach it.
@@ -73,11 +75,12 @@ class _EitherSet:
         return any(e.is_set() for e in self._events)
 
 
-class FileAnalysis:
-    """Analysis of one video file into ``out_dir/tracks.jsonl`` (and the configured store).
+class Analysis:
+    """Analysis of one video file or live stream into ``out_dir/tracks.jsonl`` (and the
+    configured store). A live stream runs until it is stopped or gives up.
 
     Args:
-        video: path or ``file://`` URI.
+        video: path, ``file://`` URI, or a live stream URL (``rtsp://``...).
         config: the pipeline configuration (stream id, store, models...).
         out_dir: folder for tracks.jsonl.
         annotate: also write an annotated video here.
@@ -96,16 +99,18 @@ class FileAnalysis:
         models: ModelCache | None = None,
     ) -> None:
         self.config = config
-        self.video = file_path(video)
-        self.tracks_path = check_output_folder(Path(out_dir), "tracks.jsonl", inputs=(self.video,))
-        self.annotate = check_video_output(Path(annotate), inputs=(self.video, self.tracks_path)) if annotate else None
-        self.info = probe(self.video)
+        self.live = is_live(video)
+        self.shown = redact_url(str(video))
+        inputs = () if self.live else (file_path(video),)
+        self.tracks_path = check_output_folder(Path(out_dir), "tracks.jsonl", inputs=inputs)
+        self.annotate = check_video_output(Path(annotate), inputs=(*inputs, self.tracks_path)) if annotate else None
+        self.info = {} if self.live else probe(inputs[0])
         self.store_url = redact_url(config.store.url) if config.store.type == "redis" else None
         self._opened: list = []
         try:
             self.store = self._own(build_store(config.store))
             self.stages = self._own(StageSet.build(config, models or ModelCache()))
-            self.source = self._own(open_source(self.video, stream=config.stream, fps=config.source.fps))
+            self.source = self._own(open_source(video, stream=config.stream, fps=config.source.fps, live=config.source.live))
         except BaseException:
             self.close()
             raise
@@ -124,7 +129,7 @@ class FileAnalysis:
         Output errors stop the run and are reported in the result; anything unexpected is
         re-raised after the outputs were written.
         """
-        halt = threading.Event()
+        halt, finished = threading.Event(), threading.Event()
         log = TrackLog(self.tracks_path)
         result = JobResult(stats=RunStats(), recovered_partial=log.recovered)
 
@@ -149,8 +154,12 @@ class FileAnalysis:
                 if on_frame is not None:
                     on_frame(frame)
 
-            analyze(self.source, analyzer, frame_done, stop=_EitherSet(stop, halt))
+            either = _EitherSet(stop, halt)
+            if self.live:  # a live source blocks while it reconnects: a stop must wake it
+                threading.Thread(target=self._stop_when, args=(either, finished), daemon=True).start()
+            analyze(self.source, analyzer, frame_done, stop=either)
         finally:
+            finished.set()
             result.stopped = bool(stop is not None and stop.is_set())
             result.source_error = getattr(self.source, "error", None)
             if annotator is not None:
@@ -161,6 +170,12 @@ class FileAnalysis:
                 result.store_undelivered = self.store.undelivered
                 result.store_error = self.store.stats.last_error if self.store.undelivered else None
         return result
+
+    def _stop_when(self, stop: _EitherSet, done: threading.Event) -> None:
+        while not done.wait(0.2):
+            if stop.is_set():
+                self.source.stop()
+                return
 
     @staticmethod
     def _guard(action: Callable, result: JobResult, halt: threading.Event):

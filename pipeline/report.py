@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from .summary import TrackSummary
 
 __all__ = ["format_table", "report_analysis"]
 
+_WALL_CLOCK = 1e9  # seconds: times past this are Unix times (live sources), not stream offsets
+
 
 def format_table(summaries: list[TrackSummary]) -> str:
     """Aligned text table of track summaries, oldest first."""
-    head = ("track", "seen (s)", "frames", "age", "gender", "expression", "estimates")
+    head = ("track", "seen", "frames", "age", "gender", "expression", "estimates")
     rows = []
     for s in sorted(summaries, key=lambda s: (s.first_seen, s.track)):
         age, gender, expr = s.age, s.gender, s.expression
         rows.append(
             (
                 s.track,
-                f"{s.first_seen:.1f}-{s.last_seen:.1f}",
+                _seen(s.first_seen, s.last_seen),
                 str(s.frames),
                 "-" if age.mean is None else f"{age.mean:.0f} ± {age.std:.0f}",
                 "-" if gender.label is None else f"{gender.label} ({gender.p_female:.2f})",
@@ -34,12 +37,19 @@ def format_table(summaries: list[TrackSummary]) -> str:
     return "\n".join(lines)
 
 
+def _seen(first: float, last: float) -> str:
+    """Stream seconds as ``0.2-7.9``; wall-clock times of live streams as ``14:02:11-14:02:30``."""
+    if first < _WALL_CLOCK:
+        return f"{first:.1f}-{last:.1f}"
+    return "-".join(time.strftime("%H:%M:%S", time.localtime(t)) for t in (first, last))
+
+
 def report_analysis(result, job, signals, say: Callable[[str], None]) -> int:
     """Print the table, the summary line and one line per problem; return the exit status.
 
     Args:
         result: the run's :class:`~.jobs.JobResult`.
-        job: the :class:`~.jobs.FileAnalysis` it came from.
+        job: the :class:`~.jobs.Analysis` it came from.
         signals: the :class:`~.shutdown.StopSignals` the run was under.
         say: prints one line to the user's terminal (stderr).
     """
@@ -76,7 +86,7 @@ def report_analysis(result, job, signals, say: Callable[[str], None]) -> int:
         say(f"tracklens: error: {result.output_error}; the run stopped there, {len(result.tracks)} tracks were analysed")
         status = 1
     if result.source_error:
-        say(f"tracklens: error: {job.video}: {result.source_error}; the tracks up to that point were kept")
+        say(f"tracklens: error: {job.shown}: {result.source_error}; the tracks up to that point were kept")
         status = 1
     if result.stopped:
         what = "interrupted" if signals.name == "SIGINT" else f"terminated ({signals.name})"

@@ -75,6 +75,74 @@ class RedisServer:
         self.pid = None
 
 
+class RtspCamera:
+    """A real RTSP camera: GStreamer's gst-rtsp-server (Debian's python3-gi) running
+    ``tests/rtsp_server.py``, showing the astronaut crossing a brick wall, started and stopped
+    by its own PID. The scene follows the wall clock, so after :meth:`stop` and :meth:`start`
+    it goes on where it would have been."""
+
+    SCRIPT = Path(__file__).with_name("rtsp_server.py")
+
+    def __init__(self, workdir: Path, width: int = 640, height: int = 360, person_px: int = 240, people: int = 1,
+                 user: str | None = None, password: str | None = None, period_s: float = 8.0) -> None:  # fmt: skip
+        import cv2
+        from skimage import data
+        from tracklens.pipeline.sample import _background
+
+        python = Path("/usr/bin/python3")
+        probe = subprocess.run([str(python), "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.fail("the RTSP tests need GStreamer's RTSP server: apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                        "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly (make test installs them)")  # fmt: skip
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "bg.rgb").write_bytes(np.ascontiguousarray(_background(width, height)).tobytes())
+        person = cv2.resize(data.astronaut(), (person_px, person_px), interpolation=cv2.INTER_AREA)
+        (workdir / "person.rgb").write_bytes(np.ascontiguousarray(person).tobytes())
+        self.port = _free_port()
+        self.args = [str(python), str(self.SCRIPT), "--port", str(self.port), "--width", str(width), "--height", str(height),
+                     "--background", str(workdir / "bg.rgb"), "--person", str(workdir / "person.rgb"),
+                     "--person-width", str(person_px), "--person-height", str(person_px), "--people", str(people),
+                     "--period", str(period_s)]  # fmt: skip
+        if user:
+            self.args += ["--user", user, "--password", password or ""]
+        self.user, self.password = user, password
+        self.log = workdir / "rtsp.log"
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, mount: str = "/cam", credentials: bool = True) -> str:
+        auth = f"{self.user}:{self.password}@" if self.user and credentials else ""
+        return f"rtsp://{auth}127.0.0.1:{self.port}{mount}"
+
+    def start(self) -> RtspCamera:
+        self.proc = subprocess.Popen(self.args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        for _ in range(200):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self.proc.poll() is not None:
+                pytest.fail(f"the RTSP server exited: {self.log.read_text()[-500:]}")
+            time.sleep(0.05)
+        pytest.fail(f"the RTSP server did not listen on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def rtsp_camera(tmp_path_factory) -> RtspCamera:
+    """A live 640x360 camera for the session (tests that stop it make their own)."""
+    camera = RtspCamera(tmp_path_factory.mktemp("rtsp")).start()
+    yield camera
+    camera.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A real redis-server for the session."""

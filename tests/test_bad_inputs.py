@@ -43,8 +43,9 @@ CASES: dict[str, Case] = {
     "text renamed mp4": Case((ANALYZE, "{ws}/notes.mp4"), ("notes.mp4", "as a video"), {"notes.mp4": "not a video\n" * 50}),
     "truncated mp4": Case((ANALYZE, "{ws}/cut.mp4"), ("cut.mp4", "truncated"), {"cut.mp4": "CUT"}),
     "folder as video": Case((ANALYZE, "{ws}/prev"), ("not a regular file", "prev")),
-    "rtsp url": Case((ANALYZE, "rtsp://admin:s3cret@10.0.0.5/live"), ("rtsp://***@10.0.0.5/live", "not supported"), absent=("s3cret",)),
-    "http url": Case((ANALYZE, "http://example.com/v.mp4"), ("http://example.com/v.mp4", "not supported")),
+    "camera unreachable": Case((ANALYZE, "rtsp://admin:s3cret@127.0.0.1:1/live"), ("cannot open the live stream rtsp://***@127.0.0.1:1/live",
+                               "Connection refused"), absent=("s3cret", "admin")),  # fmt: skip
+    "unknown scheme": Case((ANALYZE, "ftp://example.com/v.mp4"), ("unknown scheme ftp://",)),
     "file uri missing": Case((ANALYZE, "file://{ws}/gone.mp4"), ("video file not found", "gone.mp4")),
     # flags
     "fps zero": Case((ANALYZE, "{good}", "--fps", "0"), ("--fps", "greater than 0")),

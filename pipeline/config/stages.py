@@ -14,6 +14,7 @@ __all__ = [
     "AggregationConfig",
     "AssociationConfig",
     "CropConfig",
+    "LiveSourceConfig",
     "MemoryStoreConfig",
     "RedisStoreConfig",
     "SourceConfig",
@@ -22,10 +23,29 @@ __all__ = [
 ]
 
 
+class LiveSourceConfig(_Section):
+    """Live sources (rtsp, rtsps, rtmp, http, https): timeouts, reconnects, the frame queue.
+
+    A live source reconnects by itself with exponential backoff and jitter; it gives up
+    (state ``failed``) only after ``max_outage_s`` without a frame (null: never).
+    """
+
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="tcp survives lossy networks and NAT")
+    open_timeout_s: float = Field(5.0, gt=0, description="connecting and reading the stream header")
+    read_timeout_s: float = Field(5.0, gt=0, description="no data for this long is a disconnect")
+    probe_s: float = Field(0.5, gt=0, description="how long FFmpeg analyses the stream on open (less: faster open)")
+    queue_frames: int = Field(4, ge=1, description="frames held between decoding and analysis; older ones are dropped")
+    reconnect_s: float = Field(0.5, gt=0, description="first delay before reconnecting; doubles per failure")
+    max_reconnect_s: float = Field(15.0, gt=0, description="cap of that delay")
+    jitter: float = Field(0.2, ge=0, le=1, description="random share added to or taken from each delay")
+    max_outage_s: float | None = Field(None, gt=0, description="give up after this long without a frame (null: never)")
+
+
 class SourceConfig(_Section):
     """Decoding. ``fps`` caps the analysis rate: every frame is decoded, a subset handed on."""
 
     fps: float | None = Field(10.0, gt=0)
+    live: LiveSourceConfig = LiveSourceConfig()
 
 
 class TrackerConfig(_Section):
