@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import TracklensError
 
-__all__ = ["main"]
+__all__ = ["Extension", "main"]
 
 EXIT_DEGRADED, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(extensions: tuple[Extension, ...] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="tracklens", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="frames/s of decode, detection and the whole pipeline, side by side")
     bench.add_argument("--out", default="bench/results", help="folder for the result JSON")
     bench.add_argument("--video", help="video to measure on (default: the demo video)")
+    for extension in extensions:
+        extension.add_to(sub)
     return parser
 
 
@@ -92,11 +94,26 @@ def _terminate(signum, frame) -> None:
     raise _Terminated()
 
 
-def main(argv: list[str] | None = None) -> int:
+class Extension:
+    """A command another layer adds (``serve`` adds ``tracklens serve``): ``add_to`` defines its
+    subparser, ``run(args, say)`` runs it and returns the exit status."""
+
+    name: str
+
+    def add_to(self, subparsers) -> None: ...
+
+    def run(self, args: argparse.Namespace, say) -> int: ...
+
+
+def main(argv: list[str] | None = None, extensions: tuple[Extension, ...] = ()) -> int:
+    """Run one command; every outcome is an exit status and at most a few lines (see the
+    module docstring); ``extensions`` are commands of higher layers."""
     signal.signal(signal.SIGTERM, _terminate)
-    args = _parser().parse_args(argv)
+    args = _parser(extensions).parse_args(argv)
     _setup_logging(args.verbose)
     commands = {"analyze": _analyze, "models": _models, "eval": _eval, "sample": _sample, "bench": _bench}
+    for extension in extensions:
+        commands[extension.name] = lambda args, extension=extension: extension.run(args, _say)
     try:
         return commands[args.command](args)
     except TracklensError as err:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from ..errors import ConfigError
 from ..urls import redact_url
@@ -31,6 +31,7 @@ from .estimators import (
     SpecialistEstimatorConfig,
     TransformersBackendConfig,
 )
+from .service import ApiConfig, IngestConfig, PoolConfig, RouterConfig
 from .stages import (
     AggregationConfig,
     AssociationConfig,
@@ -45,6 +46,7 @@ from .stages import (
 
 __all__ = [
     "AggregationConfig",
+    "ApiConfig",
     "AssociationConfig",
     "CenterfaceFaceDetectorConfig",
     "CropConfig",
@@ -53,15 +55,20 @@ __all__ = [
     "EstimatorConfig",
     "FaceScheduleConfig",
     "HaarFaceDetectorConfig",
+    "IngestConfig",
     "LiveSourceConfig",
     "MemoryStoreConfig",
     "MllmEstimatorConfig",
     "OpenAIBackendConfig",
     "PipelineConfig",
+    "PoolConfig",
+    "PoolsConfig",
     "RedisStoreConfig",
     "RedisUrl",
     "RoutedEstimatorConfig",
+    "RouterConfig",
     "Section",
+    "ServeConfig",
     "SourceConfig",
     "SpecialistEstimatorConfig",
     "SsdliteDetectorConfig",
@@ -73,6 +80,7 @@ __all__ = [
     "check_redis_url",
     "check_stream_id",
     "load_config",
+    "load_serve_config",
 ]
 
 _Section = Section
@@ -92,8 +100,38 @@ class PipelineConfig(_Section):
     store: StoreConfig = MemoryStoreConfig()
 
 
-def load_config(
+class PoolsConfig(_Section):
+    """The estimator replica pools of the service."""
+
+    mllm: PoolConfig = PoolConfig()
+    specialist: PoolConfig = PoolConfig(max_batch_size=32, max_ongoing_requests=64, max_queued_requests=-1)
+
+
+class ServeConfig(PipelineConfig):
+    """Everything ``tracklens serve`` needs: the pipeline's sections (per stream) and the
+    service's. The estimator is the specialist alone, or ``routed``: its primary runs in the
+    MLLM pool, its fallback in the specialist pool. The store is Redis."""
+
+    estimator: SpecialistEstimatorConfig | RoutedEstimatorConfig = Field(SpecialistEstimatorConfig(), discriminator="type")
+    store: RedisStoreConfig = RedisStoreConfig()
+    ingest: IngestConfig = IngestConfig()
+    router: RouterConfig = RouterConfig()
+    pools: PoolsConfig = PoolsConfig()
+    api: ApiConfig = ApiConfig()
+
+
+def load_serve_config(
     path: str | Path | None = None, overrides: dict[str, object] | None = None, flags: dict[str, str] | None = None
+) -> ServeConfig:
+    """:func:`load_config` for the service (``configs/serve.yaml``)."""
+    return load_config(path, overrides, flags, model=ServeConfig)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, object] | None = None,
+    flags: dict[str, str] | None = None,
+    model: type[PipelineConfig] = PipelineConfig,
 ) -> PipelineConfig:
     """Load a YAML config over the embedded defaults.
 
@@ -116,7 +154,7 @@ def load_config(
             node[part] = node = dict(child) if isinstance(child, dict) else {}
         node[leaf] = value
     try:
-        return PipelineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_first_error(err, path, overrides or {}, flags or {})) from None
 

@@ -125,6 +125,24 @@ class LiveSource:
             why = self._stats.last_error or f"no frame within {timeout_s:g} s"
         raise InputError(f"cannot open the live stream {self.shown}: {why}")
 
+    def read(self, max_frames: int, timeout_s: float) -> list[Frame]:
+        """Up to ``max_frames`` queued frames, oldest first, waiting at most ``timeout_s`` for
+        the first; [] on timeout or once the source is closed or has given up. A consumer
+        that keeps up gets one frame at a time (low latency); one that falls behind gets the
+        whole queue at once (bigger batches)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._stop.is_set() or self._stats.state in ("stopped", "failed"), timeout_s)
+            if self._stop.is_set():
+                return []
+            frames = [self._queue.popleft() for _ in range(min(max_frames, len(self._queue)))]
+            self._stats.frames_analysed += len(frames)
+            return frames
+
+    @property
+    def done(self) -> bool:
+        """The source will give no more frames (closed, or gave up)."""
+        return self._stop.is_set() or self._stats.state in ("stopped", "failed")
+
     def __iter__(self) -> Iterator[Frame]:
         """Frames as analysis can take them; ends when the source is closed or gives up."""
         while True:

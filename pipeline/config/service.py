@@ -1,0 +1,96 @@
+"""Sections of the live service (``tracklens serve``): ingest, router, replica pools, HTTP API.
+
+The service runs the same stages as ``tracklens analyze`` (the rest of :class:`ServeConfig` is
+the pipeline's config); these sections size and bound what runs around them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from .base import Section as _Section
+
+__all__ = ["ApiConfig", "IngestConfig", "PoolConfig", "RouterConfig"]
+
+
+class IngestConfig(_Section):
+    """``StreamIngest`` replicas: each runs perception and the track book of the streams it
+    holds a lease on. A replica that stops renewing loses its streams after ``lease_s`` and
+    another replica takes them over from their last snapshot."""
+
+    replicas: int = Field(1, ge=1, description="ingest replicas (processes)")
+    num_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved per replica")
+    max_streams: int = Field(4, ge=1, description="streams one replica runs at most")
+    lease_s: float = Field(6.0, gt=0, description="a stream's lease; unrenewed for this long, it moves")
+    renew_s: float = Field(1.0, gt=0, description="how often leases are renewed and free streams claimed")
+    snapshot_s: float = Field(2.0, gt=0, description="how often a stream's perception state is saved for a take-over")
+    status_s: float = Field(1.0, gt=0, description="how often a stream's status is published")
+    end_grace_s: float = Field(30.0, gt=0, description="longest wait for a track's outstanding estimates once it ended")
+    estimate_timeout_s: float = Field(60.0, gt=0, description="a crop batch unanswered for this long is given up")
+    store_face_crops: bool = Field(False, description="keep each track's best face crop (JPEG) in Redis, with the track's TTL")
+
+    @field_validator("renew_s")
+    @classmethod
+    def _renew_within_lease(cls, value: float, info) -> float:
+        lease = info.data.get("lease_s")
+        if lease is not None and value * 2 > lease:
+            raise ValueError(f"must be at most half of lease_s ({lease}) so a lease is renewed before it expires")
+        return value
+
+
+class RouterConfig(_Section):
+    """``EstimatorRouter``: the MLLM pool while it has room, the specialist pool otherwise.
+
+    A crop goes to the specialist when the MLLM pool rejects it (back-pressure), when the MLLM
+    does not answer within ``latency_budget_s``, when the call fails, or when the answer is
+    invalid. After back-pressure, an overrun or a failure, the router keeps to the specialist
+    for ``cooldown_s`` (doubling up to ``max_cooldown_s`` while the pool keeps failing), then
+    tries the MLLM again: it does not flap between the two on every batch.
+    """
+
+    num_cpus: float = Field(0.1, gt=0)
+    latency_budget_s: float = Field(10.0, gt=0, description="an MLLM answer later than this goes to the specialist")
+    cooldown_s: float = Field(2.0, gt=0)
+    max_cooldown_s: float = Field(30.0, gt=0)
+    max_in_flight: int = Field(0, ge=0, description="crops in the MLLM pool at once; 0 = what the pool's limits admit")
+    first_looks_tracked: int = Field(100_000, ge=1, description="track keys remembered as already seen by the MLLM")
+
+
+class PoolConfig(_Section):
+    """A replica pool of one estimator (``@ray.serve.batch`` over crops)."""
+
+    num_replicas: int | Literal["auto"] = Field(1, description="a number, or auto (autoscaling)")
+    min_replicas: int = Field(1, ge=0, description="autoscaling bounds")
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
+    num_cpus: float = Field(0.25, gt=0)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (e.g. 1 for the MLLM on a GPU node)")
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.05, ge=0)
+    max_ongoing_requests: int = Field(16, ge=1, description="crops a replica takes at once")
+    max_queued_requests: int = Field(16, ge=-1, description="crops queued at each caller past that (-1: no limit); more are refused")
+
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_limit(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (no limit) or at least 1 (Ray Serve has no zero-length queue)")
+        return value
+
+
+class ApiConfig(_Section):
+    """The HTTP API (FastAPI ingress on Ray Serve's proxy)."""
+
+    host: str = Field("127.0.0.1", description="0.0.0.0 to listen on every interface")
+    port: int = Field(8000, ge=1, le=65535)
+    num_cpus: float = Field(0.1, gt=0)
+    api_key_env: str | None = Field("TRACKLENS_API_KEY", description="environment variable holding the API key")
+    api_key_file: Path | None = Field(None, description="or a file holding it; with a key, every endpoint but /healthz needs it")
+    schemes: tuple[str, ...] = Field(("rtsp", "rtsps", "rtmp", "http", "https"), description="stream URL schemes accepted")
+    file_roots: tuple[Path, ...] = Field((), description="folders whose videos may be analysed (jobs, file streams)")
+    check_reachable: bool = Field(True, description="refuse a stream whose host does not answer (TCP connect)")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    retry_after_s: int = Field(10, ge=1, description="Retry-After of 503 answers")

@@ -1,0 +1,370 @@
+"""Ingest: the streams one process owns, each run by perception and its track book.
+
+:class:`IngestNode` holds leases on up to ``max_streams`` of the desired streams and jobs in
+the control plane, renews them, starts a :class:`StreamWorker` for each stream it claims, and
+stops the worker of a stream that was deleted (which ends its tracks) or whose lease it lost
+(which leaves them to the new owner). A worker never waits for estimates: it hands crop
+batches to ``submit`` and takes the answers from its inbox on the next step, whenever they
+come. Every ``snapshot_s`` it saves its perception state, so the replica that takes a stream
+over goes on with the same track keys; tracks open in Redis that the snapshot no longer
+knows are ended then, so none stays ``active`` forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from ..config import ServeConfig
+from ..detectors import Detector
+from ..errors import StoreError, TracklensError
+from ..perception import Perception
+from ..sources import FileSource, LiveSource, file_path, probe
+from ..store import TrackRecord, TrackStore
+from ..trackbook import TrackBook
+from ..types import Crop, Estimate, Frame
+from .control import ControlPlane, JobResult, StreamSpec, StreamStatus
+
+__all__ = ["IngestNode", "StreamWorker", "Submit"]
+
+log = logging.getLogger(__name__)
+
+#: ``submit(crops, done)``: send crops for estimation; ``done(estimates)`` is called later, from
+#: any thread, with one estimate per crop, or ``done(None)`` when the request failed.
+Submit = Callable[[list[Crop], Callable[[list[Estimate] | None], None]], None]
+
+_WALL_CLOCK = 1e9  # frame times past this are wall-clock times (live sources)
+
+
+class StreamWorker:
+    """One stream or job, on its own thread; see the module docstring.
+
+    Args:
+        spec: what to run.
+        config: the service configuration.
+        person, face: detectors shared by the process's streams.
+        store: the track store; control: the control plane.
+        submit: how crops get estimated.
+        owner: this process's id (in statuses).
+        estimators: ``mllm+specialist`` or ``specialist only``, for the status.
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        config: ServeConfig,
+        detectors: tuple[Detector, Detector],
+        store: TrackStore,
+        control: ControlPlane,
+        submit: Submit,
+        owner: str,
+        estimators: str,
+    ) -> None:
+        self.spec, self.config = spec, config
+        self.person, self.face = detectors
+        self.store, self.control, self.submit = store, control, submit
+        self.owner, self.estimators = owner, estimators
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.finished = threading.Event()
+        self._mode: str | None = None  # "end" (deleted) or "handover" (lease lost, shutdown)
+        self._source = None
+        self._status = StreamStatus(id=spec.id, kind=spec.kind, state="connecting", owner=owner, estimators=estimators)
+        self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
+        self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
+
+    def start(self) -> StreamWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, mode: str) -> None:
+        """``end``: end every track and write them (the stream was deleted); ``handover``:
+        save the state and leave the tracks to the next owner."""
+        self._mode = self._mode or mode
+        source = self._source
+        if isinstance(source, LiveSource):
+            source.stop()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except (TracklensError, OSError) as err:
+            self._fail(str(err))
+        except Exception as err:  # a bug: the stream says so instead of hanging silently
+            log.exception("stream %s failed", self.spec.id)
+            self._fail(f"internal error: {type(err).__name__}: {err}")
+        finally:
+            if self._source is not None:
+                self._source.close()
+            self.finished.set()
+
+    def _fail(self, error: str) -> None:
+        log.warning("stream %s failed: %s", self.spec.id, error)
+        self._status = self._status.model_copy(update={"state": "failed", "last_error": error, "updated_at": time.time()})
+        try:
+            if self.spec.kind == "job":
+                self.control.finish_job(self.spec.id, JobResult(state="failed", error=error), self._status,
+                                        self.config.store.ended_ttl_s)  # fmt: skip
+            else:
+                self.control.publish(self._status, ttl_s=None)
+        except StoreError as err:
+            log.warning("stream %s: could not record the failure: %s", self.spec.id, err)
+
+    def _open(self, fps: float | None):
+        if self.spec.kind == "job":
+            path = file_path(self.spec.url)
+            info = probe(path)
+            source = FileSource(path, stream=self.spec.id, fps=fps)
+            duration = info.get("duration_s")
+            expected = int(duration * source.analysis_fps) if duration else None
+            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected})
+            return source
+        return LiveSource(self.spec.url, stream=self.spec.id, fps=fps, config=self.config.source.live)
+
+    def _run(self) -> None:
+        cfg = self.config
+        started = time.monotonic()
+        self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
+        snapshot = self.control.load_snapshot(self.spec.id)
+        epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
+        perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
+        book = TrackBook(self.spec.id, cfg.aggregation, self.store, end_grace_s=cfg.ingest.end_grace_s)
+        if snapshot is not None:
+            book.resume(perception.open_tracks)
+            self._end_orphans(perception)
+            log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
+        self.perception, self.book = perception, book
+        next_status = next_snapshot = 0.0
+        frames_iter = None if isinstance(source, LiveSource) else iter(source)
+        while self._mode is None:
+            frames = self._next_frames(source, frames_iter)
+            if frames is None:
+                break  # the file ended, or the live source gave up
+            if frames:
+                self._step(frames)
+            else:
+                self._settle()
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish()
+                next_status = now + cfg.ingest.status_s
+            if now >= next_snapshot:
+                self.control.save_snapshot(self.spec.id, perception.snapshot())
+                next_snapshot = now + cfg.ingest.snapshot_s
+        if self._mode == "handover":
+            self._settle()
+            self.control.save_snapshot(self.spec.id, perception.snapshot())
+            return
+        self._end_all()
+        if self.spec.kind == "job":
+            state = "failed" if source.error else "done"
+            self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
+                                                           "last_error": source.error, "updated_at": time.time()})  # fmt: skip
+            result = JobResult(state=state, tracks=self._tracks_written, frames=self._status.frames_analysed,
+                               seconds=round(time.monotonic() - started, 2), error=source.error)  # fmt: skip
+            self.control.finish_job(self.spec.id, result, self._status, cfg.store.ended_ttl_s)
+        elif self._mode is None:  # the live source gave up
+            self._fail(source.error or "the stream ended")
+
+    def _next_frames(self, source, frames_iter) -> list[Frame] | None:
+        batch = self.config.detection.batch_frames
+        if isinstance(source, LiveSource):
+            frames = source.read(batch, timeout_s=0.5)
+            return None if not frames and source.done else frames
+        frames = [frame for _, frame in zip(range(batch), frames_iter)]
+        return frames or None
+
+    def _step(self, frames: list[Frame]) -> None:
+        out = self.perception.process(frames)
+        self.book.observe(out.events, out.seen.values())
+        self._count(len(frames))
+        if out.crops:
+            self._request(out.crops)
+        self._settle()
+
+    def _request(self, crops: list[Crop]) -> None:
+        self.book.requested(crops)
+        if self.config.ingest.store_face_crops:
+            self._keep_faces(crops)
+        self.submit(crops, lambda estimates, crops=crops: self.inbox.put((crops, estimates)))
+
+    def _settle(self) -> None:
+        """Apply the estimates that came back since the last step, then write what changed."""
+        latencies = []
+        while True:
+            try:
+                crops, estimates = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if estimates is None:
+                self.book.unanswered(crops)
+                continue
+            for key in self.book.apply(estimates):
+                self.perception.mark_confident(key)
+            latencies += [time.time() - e.time for e in estimates if e.time > _WALL_CLOCK]
+        records = self.book.flush()
+        self._tracks_written += sum(1 for r in records if r.ended)
+        if latencies:
+            self.control.observe_latencies(latencies)  # measured once the estimates are written
+
+    _tracks_written = 0
+
+    def _end_all(self) -> None:
+        """End every open track, wait (up to ``end_grace_s``) for outstanding estimates, write."""
+        out = self.perception.finish()
+        self.book.observe(out.events, out.seen.values())
+        if out.crops:
+            self._request(out.crops)
+        deadline = time.monotonic() + self.config.ingest.end_grace_s
+        while len(self.book) and time.monotonic() < deadline:
+            self._settle()
+            time.sleep(0.05)
+        self._settle()
+        self._tracks_written += sum(1 for r in self.book.flush(final=True) if r.ended)
+        self._publish(state="stopped" if self.spec.kind == "stream" else None)
+
+    def _end_orphans(self, perception: Perception) -> None:
+        """Tracks the store has as active that the snapshot does not carry (they started after
+        it was saved, before the old owner died): end them."""
+        open_keys = {span.key for span in perception.open_tracks}
+        records = []
+        for summary in self.store.tracks(self.spec.id):
+            if summary.state == "active" and summary.track not in open_keys:
+                record = self.store.record(summary.track)
+                if record is not None:
+                    ended = summary.model_copy(update={"state": "ended"})
+                    records.append(TrackRecord(record.key, record.stream, record.version + 1, ended, record.state, ("end",)))
+        if records:
+            self.store.put(records)
+            log.info("stream %s: ended %d tracks its last snapshot did not carry", self.spec.id, len(records))
+
+    def _keep_faces(self, crops: list[Crop]) -> None:
+        import cv2
+
+        client = self.control.client
+        ttl = int(self.config.store.ended_ttl_s)
+        for crop in crops:
+            if crop.face is not None:
+                ok, jpeg = cv2.imencode(".jpg", crop.face[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+                if ok:
+                    client.set(f"{self.config.store.prefix}:crop:{crop.track}", jpeg.tobytes(), ex=ttl)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _count(self, n: int) -> None:
+        now = time.monotonic()
+        total = self._status.frames_analysed + n
+        self._recent = [(t, f) for t, f in self._recent if now - t <= 5.0] + [(now, total)]
+        self._status = self._status.model_copy(update={"frames_analysed": total})
+
+    def _publish(self, state: str | None = None) -> None:
+        status = self._status
+        update: dict = {"updated_at": time.time(), "tracks_active": len(self.book) if hasattr(self, "book") else 0}
+        if len(self._recent) >= 2:
+            (t0, f0), (t1, f1) = self._recent[0], self._recent[-1]
+            update["fps"] = round((f1 - f0) / (t1 - t0), 2) if t1 > t0 else 0.0
+        source = self._source
+        if isinstance(source, LiveSource):
+            live = source.stats
+            update.update(state=live.state, frames_decoded=live.frames_decoded, frames_dropped=live.frames_dropped,
+                          reconnects=live.reconnects, last_error=live.last_error)  # fmt: skip
+        elif isinstance(source, FileSource):
+            update["frames_decoded"] = source.decoded
+            if status.frames_expected:
+                update["progress"] = round(min(1.0, status.frames_analysed / status.frames_expected), 3)
+        if state is not None:
+            update["state"] = state
+        self._status = status.model_copy(update=update)
+        self.control.publish(self._status, ttl_s=3 * self.config.ingest.lease_s)
+
+
+class IngestNode:
+    """The streams of one process: claims, renewals, workers; see the module docstring.
+
+    Args:
+        config: the service configuration.
+        detectors: ``(person, face)`` shared by every stream of the process.
+        store, control: the track store and the control plane.
+        submit: how crops get estimated.
+        owner: this process's id in leases and statuses.
+        estimators: ``mllm+specialist`` or ``specialist only``.
+    """
+
+    def __init__(self, config: ServeConfig, detectors, store: TrackStore, control: ControlPlane, submit: Submit,
+                 owner: str, estimators: str) -> None:  # fmt: skip
+        self.config, self.detectors = config, detectors
+        self.store, self.control, self.submit = store, control, submit
+        self.owner, self.estimators = owner, estimators
+        self.workers: dict[str, StreamWorker] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ingest-leases", daemon=True)
+
+    def start(self) -> IngestNode:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except StoreError as err:
+                log.warning("ingest %s: %s; retrying", self.owner, err)
+            except Exception:
+                log.exception("ingest %s: lease loop error", self.owner)
+            self._stop.wait(self.config.ingest.renew_s * (0.8 + 0.4 * random.random()))
+
+    def tick(self) -> None:
+        """One round: drop finished workers, stop deleted streams and lost leases, renew the
+        rest, claim free streams while there is room."""
+        cfg = self.config.ingest
+        specs = self.control.specs()
+        for stream_id, worker in list(self.workers.items()):
+            if stream_id not in specs:
+                if worker.finished.is_set():  # its end is written (deleted, or a job that completed)
+                    del self.workers[stream_id]
+                    if worker.spec.kind == "stream":
+                        self.control.forget(stream_id)
+                    else:
+                        self.control.release(stream_id, self.owner)
+                else:
+                    worker.stop("end")
+            elif not self.control.renew(stream_id, self.owner, cfg.lease_s):
+                log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
+                worker.stop("handover")
+                del self.workers[stream_id]
+        free = [s for s in specs.values() if s.id not in self.workers]
+        random.shuffle(free)
+        for spec in free:
+            if sum(not w.finished.is_set() for w in self.workers.values()) >= cfg.max_streams:
+                break
+            if self.control.claim(spec.id, self.owner, cfg.lease_s):
+                log.info("ingest %s: runs %s %s", self.owner, spec.kind, spec.id)
+                worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
+                                      self.owner, self.estimators)  # fmt: skip
+                self.workers[spec.id] = worker.start()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Hand every stream over (state saved, leases released) and stop."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        for worker in self.workers.values():
+            worker.stop("handover")
+        for stream_id, worker in self.workers.items():
+            worker.join(timeout_s)
+            try:
+                self.control.release(stream_id, self.owner)
+            except StoreError:
+                pass
+        self.workers.clear()

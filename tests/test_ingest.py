@@ -1,0 +1,151 @@
+"""Ingest without Ray: leases in a real Redis, streams from a real RTSP camera, the real
+detectors, estimates that come back later on another thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from conftest import RtspCamera
+from tracklens.pipeline.config import ServeConfig
+from tracklens.pipeline.service.control import ControlPlane, StreamSpec
+from tracklens.pipeline.service.ingest import IngestNode
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(predicate, timeout_s: float = 60.0, step_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+class LateEstimator:
+    """``submit`` for the nodes: the real specialist, answering after ``delay_s`` on its own
+    thread, as the router does; ``fail`` makes every batch fail."""
+
+    def __init__(self, estimator, delay_s: float = 0.3) -> None:
+        self.estimator, self.delay_s, self.fail = estimator, delay_s, False
+        self.batches = 0
+
+    def __call__(self, crops, done) -> None:
+        def answer() -> None:
+            time.sleep(self.delay_s)
+            self.batches += 1
+            done(None if self.fail else self.estimator.estimate(crops))
+
+        threading.Thread(target=answer, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def parts(models):
+    from tracklens.pipeline.config import SpecialistEstimatorConfig
+    from tracklens.pipeline.detectors import build_detector
+    from tracklens.pipeline.estimators import build_estimator
+
+    config = ServeConfig()
+    detectors = (build_detector(config.detection.person, models), build_detector(config.detection.face, models))
+    return detectors, build_estimator(SpecialistEstimatorConfig(), models)
+
+
+@pytest.fixture()
+def env(redis_url, parts):
+    from tracklens.pipeline.store import build_store
+
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    config = ServeConfig.model_validate(
+        {"store": {"url": redis_url, "prefix": prefix},
+         "ingest": {"lease_s": 1.5, "renew_s": 0.3, "snapshot_s": 0.5, "status_s": 0.3, "end_grace_s": 5.0}}
+    )  # fmt: skip
+    detectors, estimator = parts
+    control = ControlPlane(redis_url, prefix)
+    store = build_store(config.store)
+    submit = LateEstimator(estimator)
+    nodes = []
+
+    def node(name: str) -> IngestNode:
+        n = IngestNode(config, detectors, store, control, submit, name, "specialist only").start()
+        nodes.append(n)
+        return n
+
+    yield config, control, store, submit, node
+    for n in nodes:
+        n.shutdown()
+    store.close()
+    control.close()
+
+
+def test_a_stream_runs_where_it_is_claimed_and_deleting_it_ends_its_tracks(env, rtsp_camera):
+    config, control, store, submit, node = env
+    a = node("a")
+    control.add(StreamSpec(id="door", kind="stream", url=rtsp_camera.url()))
+    status = _wait(lambda: (s := control.status("door")) and s.state == "live" and s.frames_analysed > 20 and s)
+    assert status.owner == "a" and status.fps > 0 and control.owner("door") == "a"
+    estimated = _wait(lambda: [t for t in store.tracks("door") if t.sources.get("specialist")])
+    assert estimated[0].track.startswith("door:0:")
+    control.remove("door")
+    _wait(lambda: "door" not in a.workers)  # ended, written, forgotten
+    tracks = store.tracks("door")
+    assert tracks and all(t.state == "ended" for t in tracks)
+    assert control.status("door") is None and control.owner("door") is None
+    events = [e["event"] for e in store.events("door", count=1000)]
+    assert events.count("start") == events.count("end") == len(tracks)
+
+
+def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, tmp_path):
+    """The owner stops renewing (as if its process died): after the lease runs out the other
+    node claims the stream, restores the snapshot and goes on; the person, who barely moves
+    in this scene, keeps the track key they had."""
+    config, control, store, submit, node = env
+    camera = RtspCamera(tmp_path / "cam", period_s=900.0).start()  # a person standing nearly still
+    try:
+        a = node("a")
+        control.add(StreamSpec(id="hall", kind="stream", url=camera.url()))
+        (before,) = _wait(lambda: [t for t in store.tracks("hall") if t.frames > 20])
+        a._stop.set()  # the lease loop dies with the process: no renewals, no release
+        a._thread.join()
+        for worker in a.workers.values():
+            worker.stop("handover")
+        b = node("b")
+        _wait(lambda: (s := control.status("hall")) and s.owner == "b" and s.frames_analysed > 20)
+        after = _wait(lambda: [t for t in store.tracks("hall") if t.track == before.track and t.frames > before.frames + 20])
+        assert after[0].state == "active" and after[0].first_seen == before.first_seen
+        assert {t.track.split(":")[1] for t in store.tracks("hall")} == {"0"}  # one epoch: no restart from scratch
+        control.remove("hall")
+        _wait(lambda: "hall" not in b.workers)
+        assert all(t.state == "ended" for t in store.tracks("hall"))
+    finally:
+        camera.stop()
+
+
+def test_a_file_job_reports_progress_and_its_result(env, sample_video):
+    config, control, store, submit, node = env
+    node("a")
+    control.add(StreamSpec(id="job1", kind="job", url=str(sample_video)))
+    seen = []
+    result = _wait(lambda: seen.append(control.status("job1")) or control.result("job1"))
+    progress = [s.progress for s in seen if s is not None and s.progress is not None]
+    assert progress and progress == sorted(progress)
+    assert result.state == "done" and result.tracks >= 1 and result.frames == 40
+    status = control.status("job1")
+    assert status.state == "done" and status.progress == 1.0 and status.frames_expected == 40
+    assert control.spec("job1") is None and control.job("job1").url == str(sample_video)  # done, and still on record
+    tracks = store.tracks("job1")
+    assert tracks and all(t.state == "ended" for t in tracks) and any(t.sources.get("specialist") for t in tracks)
+
+
+def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
+    config, control, store, submit, node = env
+    submit.fail = True
+    node("a")
+    control.add(StreamSpec(id="job2", kind="job", url=str(sample_video)))
+    result = _wait(lambda: control.result("job2"))
+    assert result.state == "done" and submit.batches >= 1
+    tracks = store.tracks("job2")
+    assert tracks and all(t.state == "ended" and not t.sources for t in tracks)
