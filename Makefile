@@ -6,7 +6,7 @@ TL := $(VENV)/bin/tracklens
 SAMPLE := samples/astronaut.mp4
 export TRACKLENS_HOME ?= $(HOME)/.cache/tracklens
 
-.PHONY: setup system models demo test bench clean
+.PHONY: setup system models demo test bench serve clean
 
 # The project venv. torch 2.13.0 goes in first: it is the CPU build on these machines, and
 # any other request may pull a multi-GB CUDA build (the [mllm] extra accepts a range that
@@ -44,6 +44,11 @@ demo: models $(SAMPLE)
 
 test: setup system models
 	$(PY) -m pytest
+
+# The live service with the embedded defaults (configs/serve.yaml): http://127.0.0.1:8000, a private
+# redis-server unless TRACKLENS_REDIS_URL is set; Ctrl-C stops it.
+serve: models
+	$(TL) serve
 
 bench: models $(SAMPLE)
 	$(TL) bench --video $(SAMPLE) --out bench/results

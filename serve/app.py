@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tracklens.pipeline.config import PoolConfig, ServeConfig
 
-__all__ = ["build_app"]
+__all__ = ["app_builder", "build_app"]
 
 
 def _pool_options(pool: PoolConfig) -> dict:
@@ -42,3 +42,15 @@ def build_app(config: ServeConfig):
         graceful_shutdown_timeout_s=30,
     ).bind(text, router)
     return Api.options(ray_actor_options={"num_cpus": config.api.num_cpus}, max_ongoing_requests=100).bind(text, ingest)
+
+
+def app_builder(args: dict):
+    """Entry point for ``serve run`` and KubeRay's ``RayService`` (``import_path:
+    tracklens.serve.app:app_builder``); ``args: {config: /path/serve.yaml}``. The Redis URL comes
+    from ``$TRACKLENS_REDIS_URL`` when set (a cluster's Redis is an external service)."""
+    from tracklens.pipeline.config import load_serve_config
+    from tracklens.pipeline.env import redis_url
+
+    url = redis_url()
+    overrides = {"store.url": url} if url else {}
+    return build_app(load_serve_config(args.get("config"), overrides, {"store.url": "TRACKLENS_REDIS_URL"}))

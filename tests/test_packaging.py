@@ -111,6 +111,22 @@ def test_default_yaml_spells_out_the_embedded_defaults():
     assert load_config(REPO / "configs" / "default.yaml") == PipelineConfig()
 
 
+def test_serve_yaml_spells_out_the_service_defaults():
+    from tracklens.pipeline.config import ServeConfig, load_serve_config
+
+    assert load_serve_config(REPO / "configs" / "serve.yaml") == ServeConfig()
+
+
+def test_the_cluster_manifest_carries_a_valid_service_config():
+    import yaml
+    from tracklens.pipeline.config import ServeConfig
+
+    service, config_map = yaml.safe_load_all((REPO / "deploy" / "rayservice.yaml").read_text())
+    assert "tracklens.serve.app:app_builder" in service["spec"]["serveConfigV2"]
+    config = ServeConfig.model_validate(yaml.safe_load(config_map["data"]["serve.yaml"]))
+    assert config.estimator.type == "routed" and config.pools.mllm.num_gpus == 1
+
+
 @pytest.mark.parametrize("name", ["mllm-transformers.yaml", "mllm-openai.yaml"])
 def test_example_configs_are_valid(name):
     from tracklens.pipeline.config import load_config
