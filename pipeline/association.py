@@ -59,6 +59,7 @@ def associate(persons: Detections, faces: Detections, width: int, height: int, c
                 face=None if f < 0 else fb[f],
                 face_confidence=0.0 if f < 0 else float(faces.confidence[f]),
                 derived_body=False,
+                face_landmarks=None if f < 0 else _points(faces, f),
             )
         )
     for f in unmatched_faces:
@@ -69,6 +70,14 @@ def associate(persons: Detections, faces: Detections, width: int, height: int, c
                 face=fb[f],
                 face_confidence=float(faces.confidence[f]),
                 derived_body=True,
+                face_landmarks=_points(faces, f),
             )
         )
     return out
+
+
+def _points(faces: Detections, index: int) -> np.ndarray | None:
+    """The face's landmarks, or None when the detector gave none (or this box came without)."""
+    if faces.landmarks is None or np.isnan(faces.landmarks[index]).any():
+        return None
+    return faces.landmarks[index]

@@ -1,16 +1,20 @@
-"""``make bench``: decode alone, detection alone and the whole pipeline on one video, one run.
+"""``make bench``: decode alone, each detector alone and whole pipelines on one video, one run.
 
 All see the same analysed frames (the fps cap applies to each), so their frames/s are directly
-comparable; absolute numbers on a shared machine are noisy, ratios less so. "Detection alone"
-scans every frame whole for faces; inside the pipeline the face scan schedule (whole frames
-every 0.3 s, windows around people and tracked faces in between) needs the tracker's state,
-so the pipeline's own detection time is reported beside it.
+comparable; absolute numbers on a shared machine are noisy, ratios measured side by side less
+so. "Alone" scans every frame whole (the person detector with its tiles); inside the pipeline
+the scan schedules (tiled person scans and whole-frame face scans every 0.3 s, windows around
+people and faces in between) need the tracker's state, so each pipeline's time per stage is
+reported beside them: decode, person detection, face detection, estimation and the rest
+(association, tracking, crops, fusion, store). Two pipelines run: today's defaults and the one
+before (dlib HOG faces, person tiles on every frame), with the tracks each found.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -35,15 +39,51 @@ def _decode_only(video: Path, fps: float | None) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def _detect_only(video: Path, fps: float | None, stages: StageSet, batch: int) -> tuple[int, float]:
+def _detect_only(video: Path, fps: float | None, detector, batch: int) -> tuple[int, float]:
+    """One detector on every analysed frame, whole frames (no schedule), in batches."""
     with open_source(video, fps=fps) as source:
         images = [f.image for f in source]
     t0 = time.perf_counter()
     for i in range(0, len(images), batch):
-        chunk = images[i : i + batch]
-        stages.person.detect(chunk)
-        stages.face.detect(chunk)
+        detector.detect(images[i : i + batch])
     return len(images), time.perf_counter() - t0
+
+
+#: Pipelines measured side by side: today's defaults, and the configuration before the face
+#: detector and the person scan schedule changed (dlib HOG faces, tiles on every frame).
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "before: dlib HOG faces, person tiles every frame": {
+        "detection.face": {"type": "dlib_hog"},
+        "detection.person_schedule.full_scan_interval_s": 0,
+    },
+}
+
+
+def _pipeline(video: Path, overrides: dict, models: ModelCache) -> dict:
+    config = load_config(None, overrides)
+    stages = StageSet.build(config, models)
+    with open_source(video, fps=config.source.fps) as source:  # warm-up: first-call allocations are not measured
+        first = next(iter(source)).image
+    stages.person.detect([first])
+    stages.face.detect([first])
+    source = open_source(video, fps=config.source.fps)
+    store = MemoryTrackStore()
+    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps)
+    stats = analyze(source, analyzer)
+    source.close()
+    stages.close()
+    s = stats.seconds
+    seconds = {k: round(s[k], 3) for k in ("decode", "person", "face", "estimate")} | {"other": round(stats.overhead_s, 3)}
+    tracks = [(t.track, t.frames, t.gender.label, t.expression.label, None if t.age.mean is None else round(t.age.mean))
+              for t in store.tracks(analyzer.stream)]  # fmt: skip
+    return {
+        "fps": stats.frames_analysed / s["total"],
+        "frames": stats.frames_analysed,
+        "seconds": seconds | {"total": round(s["total"], 3)},
+        "share": {k: round(v / s["total"], 3) for k, v in seconds.items()},
+        "tracks": tracks,
+    }
 
 
 def mllm_bench(model_dir: Path, batch_sizes=(1, 8, 32), crops: int = 64) -> dict[str, dict[int, float]]:
@@ -78,41 +118,39 @@ def mllm_bench(model_dir: Path, batch_sizes=(1, 8, 32), crops: int = 64) -> dict
 
 
 def run_bench(out_dir: Path, video: str | None = None) -> dict:
+    """Decode alone, each detector alone, and whole pipelines side by side on one video, one run;
+    written to ``out_dir/latest.json`` (and a time-stamped copy)."""
     config = load_config()
     path = Path(video) if video else out_dir.parent / "sample.mp4"
     if not path.exists():
         make_sample_video(path)
     fps = config.source.fps
-    stages = StageSet.build(config, ModelCache())
-    with open_source(path, fps=fps) as source:  # warm-up: first-call allocations are not measured
+    models = ModelCache()
+    stages = StageSet.build(config, models)
+    with open_source(path, fps=fps) as source:  # warm-up
         first = next(iter(source)).image
     stages.person.detect([first])
     stages.face.detect([first])
-
     n_dec, t_dec = _decode_only(path, fps)
-    n_det, t_det = _detect_only(path, fps, stages, config.detection.batch_frames)
-    source = open_source(path, fps=fps)
-    store = MemoryTrackStore()
-    analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps)
-    stats = analyze(source, analyzer)
-    source.close()
-    s = stats.seconds
+    n_per, t_per = _detect_only(path, fps, stages.person, config.detection.batch_frames)
+    n_face, t_face = _detect_only(path, fps, stages.face, config.detection.batch_frames)
+    stages.close()
+    pipelines = {name: _pipeline(path, overrides, models) for name, overrides in VARIANTS.items()}
+    default, before = pipelines["default"], pipelines[list(VARIANTS)[1]]
     result = {
         "video": str(path),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "analysis_fps_cap": fps,
-        "frames": stats.frames_analysed,
+        "frames": default["frames"],
         "fps": {
             "decode alone": n_dec / t_dec,
-            "detect alone (full scans)": n_det / t_det,
-            "detect in pipeline": stats.frames_analysed / s["detect"],
-            "whole pipeline": stats.frames_analysed / s["total"],
+            f"person detection alone ({config.detection.person.type}, tiles every frame)": n_per / t_per,
+            f"face detection alone ({config.detection.face.type}, whole frames)": n_face / t_face,
+            **{f"pipeline, {name}": p["fps"] for name, p in pipelines.items()},
         },
-        "pipeline_seconds": {k: round(v, 3) for k, v in s.items()} | {"overhead": round(stats.overhead_s, 3)},
-        "overhead_share": stats.overhead_s / s["total"],
-        "tracks": len(store.tracks(analyzer.stream)),
-        "estimates": stats.estimates,
+        "pipelines": pipelines,
+        "speedup_vs_before": default["fps"] / before["fps"],
     }
     if importlib.util.find_spec("torch") and importlib.util.find_spec("transformers"):
         result["mllm_tiny_crops_per_s"] = mllm_bench(out_dir.parent / "tiny-vlm")
@@ -120,19 +158,24 @@ def run_bench(out_dir: Path, video: str | None = None) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for name in (f"bench-{stamp}.json", "latest.json"):
         (out_dir / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"video {path} ({stats.frames_analysed} analysed frames at <= {fps} fps)")
-    print(f"{'stage':<28}{'frames/s':>10}")
+    _print(path, result)
+    print(f"wrote {out_dir / 'latest.json'}")
+    return result
+
+
+def _print(path: Path, result: dict) -> None:
+    print(f"video {path} ({result['frames']} analysed frames at <= {result['analysis_fps_cap']} fps)")
+    width = max(len(k) for k in result["fps"]) + 2
+    print(f"{'stage':<{width}}{'frames/s':>10}")
     for name, value in result["fps"].items():
-        print(f"{name:<28}{value:>10.1f}")
-    sec = result["pipeline_seconds"]
-    print(
-        f"pipeline time: decode {sec['decode']:.2f} s, detect {sec['detect']:.2f} s, estimate {sec['estimate']:.2f} s, "
-        f"overhead {sec['overhead']:.2f} s = {100 * result['overhead_share']:.1f}% of {sec['total']:.2f} s"
-    )
+        print(f"{name:<{width}}{value:>10.1f}")
+    print("share of each pipeline's time: " + "; ".join(
+        f"{name}: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in p["share"].items()) for name, p in result["pipelines"].items()))  # fmt: skip
+    print(f"speed-up of the default pipeline over the one before: {result['speedup_vs_before']:.2f}x")
+    for name, p in result["pipelines"].items():
+        print(f"tracks, {name}: {p['tracks']}")
     if "mllm_tiny_crops_per_s" in result:
         table = result["mllm_tiny_crops_per_s"]
         sizes = list(next(iter(table.values())))
         print("MLLM estimator, tiny offline VLM, crops/s: " + "  ".join(
             f"{mode}: " + ", ".join(f"batch {b} {table[mode][b]:.1f}" for b in sizes) for mode in table))  # fmt: skip
-    print(f"wrote {out_dir / 'latest.json'}")
-    return result

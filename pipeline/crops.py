@@ -15,9 +15,35 @@ import numpy as np
 from .config import CropConfig
 from .types import Crop, Person
 
-__all__ = ["CropSelector", "cut_crop", "face_quality"]
+__all__ = ["CropSelector", "cut_crop", "face_quality", "readable_face"]
 
 _SHARPNESS_REF = 120.0  # Laplacian variance of a sharp 64 px face; the sharpness term is 0.5 there
+
+
+def readable_face(person: Person, cfg: CropConfig) -> bool:
+    """Whether age, gender and expression may be read from this person's face.
+
+    Detectors also box the back of a head, a blurred blob or a face too small to read; such a
+    box still anchors and tracks the person, but no estimate is made from it. A readable face
+    is at least ``min_face_px`` tall, detected with confidence ``min_face_score`` or more, and,
+    when the detector gives landmarks, has them where a face has them: inside the box (with a
+    little slack), and the mouth on the far side of the eye line from the forehead (in the
+    face's own frame, so tilted faces pass).
+    """
+    face = person.face
+    if face is None or face[3] - face[1] < cfg.min_face_px or person.face_confidence < cfg.min_face_score:
+        return False
+    points = person.face_landmarks
+    if points is None:
+        return True
+    w, h = face[2] - face[0], face[3] - face[1]
+    slack = 0.1 * np.array([w, h])
+    if ((points < face[:2] - slack) | (points > face[2:] + slack)).any():
+        return False
+    eyes, mouth = (points[0] + points[1]) / 2, (points[3] + points[4]) / 2
+    eye_line = points[1] - points[0]
+    down = np.array([-eye_line[1], eye_line[0]])  # the eye line turned a quarter: image y grows downwards
+    return bool(np.linalg.norm(eye_line) > 0 and (mouth - eyes) @ down > 0.15 * h * np.linalg.norm(eye_line))
 
 
 def face_quality(image: np.ndarray, face: np.ndarray, confidence: float, cfg: CropConfig) -> float:
@@ -105,19 +131,19 @@ class CropSelector:
         return crop
 
     def _quality(self, image: np.ndarray, person: Person) -> float:
-        if person.face is None:
-            # body-only crops rank below any readable face
+        if not readable_face(person, self.config):
+            # body-only crops (and faces that cannot be read) rank below any readable face
             return 0.1 * person.confidence
         return face_quality(image, person.face, person.face_confidence, self.config)
 
 
 def cut_crop(image: np.ndarray, time: float, key: str, person: Person, quality: float, cfg: CropConfig) -> Crop:
-    """Copy the face (with margin; None when smaller than ``min_face_px``) and body pixels."""
+    """Copy the face (with margin; None when it is not :func:`readable_face`) and body pixels."""
     import cv2
 
     face = face_box = None
     face_px = 0.0
-    if person.face is not None and person.face[3] - person.face[1] >= cfg.min_face_px:
+    if readable_face(person, cfg):
         f = person.face
         fw, fh = f[2] - f[0], f[3] - f[1]
         m = cfg.face_margin

@@ -18,7 +18,7 @@ from .association import associate
 from .config import PipelineConfig
 from .crops import CropSelector
 from .detectors import Detector
-from .detectors.schedule import FaceScanPlanner, detect_in_regions
+from .detectors.schedule import FaceScanPlanner, PersonScanPlanner, detect_in_regions
 from .types import Crop, Detections, Frame, FrameResult, TrackedPerson, TrackEvent, TrackSpan, track_key
 
 __all__ = ["Perception", "PerceptionBatch"]
@@ -71,7 +71,9 @@ class Perception:
         self.stream, self.epoch = stream, epoch
         self.crops = CropSelector(config.crops)
         self.face_planner = FaceScanPlanner(config.detection.face_schedule)
-        self.detect_s = 0.0
+        self.person_planner = PersonScanPlanner(config.detection.person_schedule)
+        self.seconds = {"person": 0.0, "face": 0.0}  # time spent in each detector
+        self._people = np.zeros((0, 4), np.float32)  # boxes of the people tracked in the last frame
         self._spans: dict[str, TrackSpan] = {}  # open tracks
         self._last_face: dict[str, np.ndarray] = {}  # open track -> its last seen face box
         self._prev_faces = np.zeros((0, 4), np.float32)  # every face of the previous frame
@@ -88,9 +90,11 @@ class Perception:
     def process(self, frames: list[Frame]) -> PerceptionBatch:
         """Analyse a batch of consecutive frames of this stream."""
         t0 = time.perf_counter()
-        persons = self.person.detect([f.image for f in frames])
+        persons = self._detect_persons(frames)
+        t1 = time.perf_counter()
         faces = self._detect_faces(frames, persons)
-        self.detect_s += time.perf_counter() - t0
+        self.seconds["person"] += t1 - t0
+        self.seconds["face"] += time.perf_counter() - t1
         batch = PerceptionBatch()
         for frame, p, f in zip(frames, persons, faces):
             batch.results.append(self._track_frame(frame, p, f, batch))
@@ -106,6 +110,15 @@ class Perception:
     def mark_confident(self, key: str) -> None:
         """The track book is sure enough about this track: stop asking about it."""
         self.crops.mark_confident(key)
+
+    def _detect_persons(self, frames: list[Frame]) -> list[Detections]:
+        """Tiled scans on the frames the planner picks; the others, the full frame and windows
+        around the small people tracked at the start of the batch (one batched call)."""
+        images = [f.image for f in frames]
+        if not hasattr(self.person, "detect_windows"):
+            return self.person.detect(images)
+        plans = [self.person_planner.windows(f.pts, self._people, *f.size) for f in frames]
+        return self.person.detect_windows(images, plans)
 
     def _detect_faces(self, frames: list[Frame], persons: list[Detections]) -> list[Detections]:
         """Full scans on the frames the planner picks (one batched call); the other frames,
@@ -149,6 +162,7 @@ class Perception:
         for key in sorted(set(self._spans) - alive):
             self._end(key, batch)
         batch.crops.extend(self.crops.offer(frame.image, frame.pts, seen))
+        self._people = np.array([p.box for p in tracked], np.float32).reshape(-1, 4)
         return FrameResult(frame, tracked)
 
     def _end(self, key: str, batch: PerceptionBatch) -> None:

@@ -61,13 +61,15 @@ class RunStats:
     invalid: int = 0
     invalid_reasons: Counter = field(default_factory=Counter)
     by_source: Counter = field(default_factory=Counter)
-    seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "detect": 0.0, "estimate": 0.0, "total": 0.0})
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "person": 0.0, "face": 0.0, "estimate": 0.0, "total": 0.0}
+    )
 
     @property
     def overhead_s(self) -> float:
-        """Everything but decode and model inference."""
+        """Everything but decode and model inference (association, tracking, crops, fusion, store)."""
         s = self.seconds
-        return max(0.0, s["total"] - s["decode"] - s["detect"] - s["estimate"])
+        return max(0.0, s["total"] - s["decode"] - s["person"] - s["face"] - s["estimate"])
 
     def count(self, estimates: list[Estimate]) -> None:
         for est in estimates:
@@ -108,7 +110,7 @@ class StreamAnalyzer:
     def process(self, frames: list[Frame]) -> list[FrameResult]:
         """Analyse a batch of consecutive frames of this stream."""
         batch = self.perception.process(frames)
-        self.stats.seconds["detect"] = self.perception.detect_s
+        self.stats.seconds.update(self.perception.seconds)
         self._settle(batch, estimate=True)
         self.stats.frames_analysed += len(frames)
         return batch.results

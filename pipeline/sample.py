@@ -14,7 +14,7 @@ import numpy as np
 
 from .video_io import VideoWriter
 
-__all__ = ["make_sample_video"]
+__all__ = ["make_sample_video", "sample_positions"]
 
 
 def _background(width: int, height: int) -> np.ndarray:
@@ -29,6 +29,20 @@ def _background(width: int, height: int) -> np.ndarray:
     return cv2.GaussianBlur(rgb, (3, 3), 0)
 
 
+def sample_positions(seconds: float = 8.0, fps: float = 25.0, width: int = 1280, height: int = 720, person_px: int = 300) -> list[tuple[int, int]]:
+    """Top-left corner ``(x, y)`` of the photo in each frame of :func:`make_sample_video`."""
+    frames = int(round(seconds * fps))
+    x_start, x_end = 40, width - person_px - 40
+    y_base = (height - person_px) // 2
+    out = []
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        x = int(round(x_start + (x_end - x_start) * t))
+        y = int(round(y_base + 12 * np.sin(2 * np.pi * 1.5 * t * seconds / 4)))
+        out.append((x, y))
+    return out
+
+
 def make_sample_video(
     path: str | Path, seconds: float = 8.0, fps: float = 25.0, width: int = 1280, height: int = 720, person_px: int = 300
 ) -> Path:
@@ -40,14 +54,8 @@ def make_sample_video(
         raise ValueError("the person must be at most a quarter of the frame width")
     person = cv2.resize(data.astronaut(), (person_px, person_px), interpolation=cv2.INTER_AREA)
     background = _background(width, height)
-    frames = int(round(seconds * fps))
-    x_start, x_end = 40, width - person_px - 40
-    y_base = (height - person_px) // 2
     with VideoWriter(path, fps) as writer:
-        for i in range(frames):
-            t = i / max(frames - 1, 1)
-            x = int(round(x_start + (x_end - x_start) * t))
-            y = int(round(y_base + 12 * np.sin(2 * np.pi * 1.5 * t * seconds / 4)))
+        for x, y in sample_positions(seconds, fps, width, height, person_px):
             frame = background.copy()
             frame[y : y + person_px, x : x + person_px] = person
             writer.write(frame)

@@ -147,7 +147,9 @@ class Person:
     """One person seen in one frame, before tracking.
 
     ``box`` is the tracking anchor: the body box when the person detector saw one, otherwise a
-    body box derived from the face (``derived_body=True``). ``face`` is the face box or None.
+    body box derived from the face (``derived_body=True``). ``face`` is the face box or None;
+    ``face_landmarks`` its ``(5, 2)`` points in source pixels when the face detector gives them
+    (order as in :class:`Detections`).
     """
 
     box: np.ndarray
@@ -155,6 +157,7 @@ class Person:
     face: np.ndarray | None
     face_confidence: float
     derived_body: bool
+    face_landmarks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

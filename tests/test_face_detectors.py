@@ -98,7 +98,7 @@ def test_configs_and_registry():
         assert name in DETECTORS
         parsed = PipelineConfig.model_validate({"detection": {"face": {"type": name}}}).detection.face
         assert parsed == cfg
-    assert PipelineConfig().detection.face.type == "dlib_hog"  # the default is not changed here
+    assert PipelineConfig().detection.face.type == "centerface"  # chosen by measurement (README, Face detection)
     with pytest.raises(ValueError):
         YunetFaceDetectorConfig(min_score=1.5)
 

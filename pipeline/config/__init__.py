@@ -20,6 +20,7 @@ from .detection import (
     DlibFaceDetectorConfig,
     FaceScheduleConfig,
     HaarFaceDetectorConfig,
+    PersonScheduleConfig,
     SsdliteDetectorConfig,
     YunetFaceDetectorConfig,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "MemoryStoreConfig",
     "MllmEstimatorConfig",
     "OpenAIBackendConfig",
+    "PersonScheduleConfig",
     "PipelineConfig",
     "PoolConfig",
     "PoolsConfig",

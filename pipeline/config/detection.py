@@ -15,6 +15,7 @@ __all__ = [
     "DlibFaceDetectorConfig",
     "FaceScheduleConfig",
     "HaarFaceDetectorConfig",
+    "PersonScheduleConfig",
     "SsdliteDetectorConfig",
     "YunetFaceDetectorConfig",
 ]
@@ -112,9 +113,21 @@ class FaceScheduleConfig(_Section):
     min_roi_px: int = Field(96, ge=16)
 
 
+class PersonScheduleConfig(_Section):
+    """Tiled person scans every ``full_scan_interval_s`` (0: every frame); in between, the full
+    frame and windows around tracked people shorter than ``small_share`` of the frame height."""
+
+    full_scan_interval_s: float = Field(0.3, ge=0, description="also the longest delay before a new small person is found")
+    window_margin: float = Field(0.75, ge=0, description="window around a tracked person, per side, in person sizes")
+    min_window_px: int = Field(160, ge=32, description="smallest window side (small people get context)")
+    small_share: float = Field(0.6, gt=0, le=1, description="people shorter than this share of the frame get a window")
+    max_windows: int = Field(4, ge=0, description="more small people than this: a tiled scan instead")
+
+
 class DetectionConfig(_Section):
     person: PersonDetectorConfig = SsdliteDetectorConfig()
-    face: FaceDetectorConfig = DlibFaceDetectorConfig()
+    person_schedule: PersonScheduleConfig = PersonScheduleConfig()
+    face: FaceDetectorConfig = CenterfaceFaceDetectorConfig()
     face_schedule: FaceScheduleConfig = FaceScheduleConfig()
     batch_frames: int = Field(8, ge=1, le=64, description="frames per detector call (full face scans of a batch run in parallel)")
 

@@ -52,9 +52,9 @@ class TrackerConfig(_Section):
     """ByteTrack thresholds; see ``tracklens.trackers.ByteTrackConfig`` for their meaning."""
 
     type: Literal["bytetrack"] = "bytetrack"
-    high_thresh: float = 0.5
+    high_thresh: float = 0.45
     low_thresh: float = 0.1
-    new_track_thresh: float = 0.6
+    new_track_thresh: float = 0.45
     match_thresh: float = 0.8
     low_match_thresh: float = 0.5
     tentative_match_thresh: float = 0.7
@@ -76,6 +76,7 @@ class CropConfig(_Section):
     """Crop selection and the per-track estimation budget."""
 
     min_face_px: int = Field(24, ge=4, description="faces smaller than this (height) are not sent")
+    min_face_score: float = Field(0.6, ge=0, le=1, description="faces detected with less confidence are not read (they still track)")
     good_face_px: int = Field(96, ge=8, description="face height at which the size term saturates")
     face_margin: float = Field(0.4, ge=0, description="context added around the face, per side, x face size")
     first_after_s: float = Field(0.3, ge=0, description="collect this long after confirmation before the first request")

@@ -1,4 +1,6 @@
-"""Where to look for faces: the whole frame now and then, in between only where faces can be.
+"""Where to look: whole scans now and then, in between only where faces and people can be.
+
+Faces
 
 Scanning a 720p frame for faces down to 40 px is the most expensive step of the pipeline
 (dlib HOG upsampled once: ~0.18 s on two cores). Faces do not appear out of nowhere: they
@@ -6,6 +8,11 @@ belong to people the person detector sees this frame, or to people already track
 full scan runs every ``full_scan_interval_s`` seconds (which bounds how late a new face-only
 person is found), and the frames in between scan only the head region of each detected
 person and a window around each tracked face.
+
+People: the person detector sees 300x300 pixels, so small people need tiles (the full frame plus
+a 2x2 grid: five inferences a frame, the largest cost of the pipeline once faces are cheap). A
+tiled scan runs every ``full_scan_interval_s``; in between, only where tracked people are: the
+full frame for big ones, a window around each small one.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...trackers import iou_matrix
-from ..config import FaceScheduleConfig
+from ..config import FaceScheduleConfig, PersonScheduleConfig
 from ..types import Detections
 from .nms import nms
 
-__all__ = ["FaceScanPlanner", "detect_in_regions", "merge_overlapping"]
+__all__ = ["FaceScanPlanner", "PersonScanPlanner", "detect_in_regions", "merge_overlapping"]
 
 _HEAD_SHARE = 0.4  # the head lies in the top 40% of a person box
 
@@ -57,6 +64,43 @@ class FaceScanPlanner:
         half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, cfg.min_roi_px / 2)
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         return np.clip(np.round(boxes), 0, [width, height, width, height]).astype(np.float32)
+
+
+class PersonScanPlanner:
+    """Per-stream decisions for the person detector: ``None`` (a tiled scan: the full frame and
+    its tiles) or the windows to scan, which may include the full frame or be empty."""
+
+    def __init__(self, config: PersonScheduleConfig) -> None:
+        self.config = config
+        self._last_full = float("-inf")
+
+    def windows(self, time: float, tracked: np.ndarray, width: int, height: int) -> np.ndarray | None:
+        """Windows ``(K, 4)`` xyxy for the frame at ``time``, or None for a tiled scan.
+
+        Between tiled scans only tracked people are looked for: the full frame when one of
+        them is big (``small_share`` of the frame height or more), a window around each small
+        one; with nobody tracked nothing is scanned (a newcomer is found by the next tiled
+        scan, at most ``full_scan_interval_s`` later).
+
+        Args:
+            tracked: ``(M, 4)`` boxes of the stream's tracked people in the last analysed frame.
+        """
+        cfg = self.config
+        due = cfg.full_scan_interval_s == 0 or time - self._last_full >= cfg.full_scan_interval_s - 1e-6
+        boxes = np.asarray(tracked, np.float32).reshape(-1, 4)
+        is_small = (boxes[:, 3] - boxes[:, 1]) < cfg.small_share * height
+        small = boxes[is_small]
+        if due or len(small) > cfg.max_windows:
+            self._last_full = time
+            return None
+        size = np.maximum(small[:, 2:] - small[:, :2], cfg.min_window_px / (1 + 2 * cfg.window_margin))
+        centre = (small[:, :2] + small[:, 2:]) / 2
+        half = size * (0.5 + cfg.window_margin)
+        half = np.repeat(half.max(axis=1, keepdims=True), 2, axis=1)  # square: the detector's input is square
+        found = np.concatenate([centre - half, centre + half], axis=1)
+        if not is_small.all():
+            found = np.concatenate([np.array([[0, 0, width, height]], np.float32), found])
+        return merge_overlapping(np.clip(np.round(found), 0, [width, height, width, height]).astype(np.float32))
 
 
 def merge_overlapping(boxes: np.ndarray, min_iou: float = 0.3) -> np.ndarray:

@@ -46,19 +46,31 @@ class SsdlitePersonDetector:
         self._input = self._session.get_inputs()[0].name
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
-        """Person boxes of each ``(H, W, 3)`` RGB uint8 image, in source pixels."""
+        """Person boxes of each ``(H, W, 3)`` RGB uint8 image (full frame and tiles), in source pixels."""
+        return self.detect_windows(images, [None] * len(images))
+
+    def detect_windows(self, images: list[np.ndarray], windows: list[np.ndarray | None]) -> list[Detections]:
+        """Like :meth:`detect`, but each image is scanned in its own ``(K, 4)`` xyxy windows
+        (which may include the full frame, or be none at all) instead of the full frame and its
+        tiles (None: those). Everything goes in one batched call. Boxes that touch a window's
+        inner edge are dropped: the person is cut there, and another window sees them whole."""
         import cv2
 
         cfg = self.config
         batch, owners = [], []
-        for i, image in enumerate(images):
+        for i, (image, extra) in enumerate(zip(images, windows)):
             h, w = image.shape[:2]
-            for win in tile_windows(w, h, cfg.tile_grid, cfg.tile_overlap):
-                x0, y0, x1, y1 = win
+            if extra is None:
+                wins = tile_windows(w, h, cfg.tile_grid, cfg.tile_overlap)
+            else:
+                wins = [tuple(int(v) for v in box) for box in np.asarray(extra).reshape(-1, 4)]
+            for x0, y0, x1, y1 in wins:
+                if x1 - x0 < 8 or y1 - y0 < 8:
+                    continue
                 batch.append(cv2.resize(image[y0:y1, x0:x1], (_INPUT, _INPUT), interpolation=cv2.INTER_AREA))
-                owners.append((i, win))
+                owners.append((i, (x0, y0, x1, y1)))
         if not batch:
-            return []
+            return [Detections.empty() for _ in images]
         _, scores, boxes, _ = self._session.run(None, {self._input: np.stack(batch)})
         found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
         for (i, (x0, y0, x1, y1)), s, b in zip(owners, scores, boxes):
@@ -73,6 +85,9 @@ class SsdlitePersonDetector:
             found[i].append((xyxy, s))
         out = []
         for parts in found:
+            if not parts:
+                out.append(Detections.empty())
+                continue
             xyxy = np.concatenate([p[0] for p in parts]).astype(np.float32)
             conf = np.concatenate([p[1] for p in parts]).astype(np.float32)
             size_ok = np.minimum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]) >= cfg.min_box_px
