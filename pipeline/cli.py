@@ -4,7 +4,7 @@
     tracklens models pull [--force] [NAME ...]
     tracklens models list
     tracklens models tiny-vlm DIR
-    tracklens eval MANIFEST --estimator specialist|mllm|routed|both [--config FILE]
+    tracklens eval MANIFEST --estimator specialist|mllm|routed|both [--config FILE] [--out FILE] [--predictions FILE]
     tracklens sample OUT.mp4
     tracklens bench [--out DIR]
 
@@ -67,12 +67,20 @@ def _parser(extensions: tuple[Extension, ...] = ()) -> argparse.ArgumentParser:
     tiny.add_argument("out", help="folder to save it in")
     tiny.add_argument("--digits", choices=["whole", "split"], default="whole", help="tokenize numbers whole or digit by digit")
 
-    ev = sub.add_parser("eval", help="metrics of the estimators on labelled people (CSV or JSONL manifest)")
+    ev = sub.add_parser(
+        "eval", help="metrics of the estimators on labelled people (CSV or JSONL manifest)",
+        description="Run the estimators on the same crops of labelled people and print their metrics side by side: "
+        "age MAE, CS@5, MAPE; gender accuracy and calibration (ECE, 10 equal-width bins of p_female); expression "
+        "accuracy, macro-F1 and confusion matrix; valid answers, refusals, consistency rejections; and how each "
+        "face was found (given, detected, detected after padding the image, unreadable, not found).",
+    )  # fmt: skip
     ev.add_argument("manifest", help="CSV or JSONL: image, face_box, body_box, age, gender, expression")
     ev.add_argument("--estimator", choices=["specialist", "mllm", "routed", "both"], default="both",
                     help="both: the specialist and the MLLM side by side (default)")  # fmt: skip
     ev.add_argument("--config", help="YAML config; the MLLM comes from its estimator section (type mllm or routed)")
-    ev.add_argument("--out", default="out/eval.json", help="JSON report (default: out/eval.json)")
+    ev.add_argument("--out", default="out/eval.json", metavar="FILE", help="JSON report (default: out/eval.json)")
+    ev.add_argument("--predictions", metavar="FILE", help="also write one row per person and estimator (.csv or .jsonl): labels, answer, "
+                    "source and model, valid and why not, how the face was found")  # fmt: skip
 
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")
     sample.add_argument("out", help="output video (.mp4, .mkv, .mov, .m4v)")
@@ -195,7 +203,8 @@ def _progress(total: int | None, disabled: bool):
 def _eval(args: argparse.Namespace) -> int:
     from .evaluation.run import run_eval
 
-    return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say)
+    predictions = Path(args.predictions) if args.predictions is not None else None
+    return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say, predictions)
 
 
 def _sample(args: argparse.Namespace) -> int:

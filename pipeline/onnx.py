@@ -24,6 +24,9 @@ def load_session(path: Path, threads: int = 0):
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
+    # Idle intra-op threads spin by default, burning a core between runs; the pipeline calls
+    # its models in short bursts beside other work (decoding, other streams), so they sleep.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)

@@ -116,6 +116,15 @@ CASES: dict[str, Case] = {
     "eval out is a folder": Case(("eval", "{ws}/m.csv", "--out", "{ws}/prev"), ("--out", "ending in .json"), {"m.csv": "image\na.png\n"}),
     "eval without an mllm": Case(("eval", "{ws}/m.csv", "--estimator", "mllm", "--out", "{ws}/r.json"), ("--estimator mllm needs an MLLM",),
                                  {"m.csv": "image\na.png\n"}),  # fmt: skip
+    "eval predictions unknown extension": Case(("eval", "{ws}/m.csv", "--estimator", "specialist", "--predictions", "{ws}/p.txt"),
+                                              ("--predictions", "'.txt'", ".csv or .jsonl"), {"m.csv": "image\na.png\n"}),  # fmt: skip
+    "eval predictions is the manifest": Case(("eval", "{ws}/m.csv", "--estimator", "specialist", "--out", "{ws}/r.json",
+                                              "--predictions", "{ws}/./m.csv"), ("--predictions", "is the manifest"),
+                                             {"m.csv": "image,age\na.png,42\n"}),  # fmt: skip
+    "eval predictions not writable": Case(("eval", "{ws}/m.csv", "--estimator", "specialist", "--predictions", "/proc/tracklens/p.csv"),
+                                          ("--predictions", "not writable"), {"m.csv": "image\na.png\n"}),  # fmt: skip
+    "eval predictions is a folder": Case(("eval", "{ws}/m.csv", "--estimator", "specialist", "--predictions", "{ws}/prev"),
+                                         ("--predictions", "is a folder", "predictions.csv"), {"m.csv": "image\na.png\n"}),  # fmt: skip
     # the demo video writer
     "sample unknown extension": Case(("sample", "{ws}/s.txt"), ("'.txt'", ".mp4")),
     "sample zero seconds": Case(("sample", "{ws}/s.mp4", "--seconds", "0"), ("--seconds",)),

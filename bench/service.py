@@ -1,0 +1,299 @@
+"""The live service on this machine, measured: ``make bench`` runs it after the pipeline bench.
+
+Everything real: Ray Serve with the service's deployments, a redis-server, and a live 720p
+camera from GStreamer's RTSP server (``tests/rtsp_server.py``: the astronaut photo at 300 px
+crossing a brick wall, 25 fps, H.264 at 4 Mb/s). Three parts, one run:
+
+1. **Live streams in real time.** N streams of the camera at the default analysis rate
+   (10 fps): for N = 1, 2, ... each stream's analysed fps and dropped share over a window;
+   the largest N at which every stream keeps >= 95% of its rate with < 5% of its frames
+   dropped. Beside it, the compute bound: cores / the CPU cost of one stream (all processes
+   but the camera, one stream minus the idle service, measured in the same run).
+2. **Frame -> estimate latency**, p50/p95, with the MLLM pool idle and 5x overloaded. The
+   MLLM is an OpenAI-compatible endpoint emulated here with a fixed service time (this machine
+   has no GPU and a real VLM runs ~1 crop/s on its CPU): the pool's capacity is set to 20x
+   the measured crop rate (idle), then to a fifth of it (overload). Tracks keep asking
+   (refresh every 0.5 s, no confidence stop) to make the load steady.
+3. **Memory** (RSS of the ingest replica) of one live stream over ``--minutes``.
+
+Usage: ``.venv/bin/python bench/service.py [--minutes 10] [--window 30] [--out bench/results/service.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from servers import RedisServer, RtspCamera, free_port  # noqa: E402
+
+ANSWER = '{"age": 38, "gender": "female", "expression": "happy"}'
+
+
+def _cpu_seconds(exclude: set[int]) -> float:
+    """CPU seconds (user + system) used so far by every process but ``exclude``."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class MllmEndpoint:
+    """An OpenAI-compatible chat endpoint answering every request after ``service_s``
+    seconds, ``concurrency`` at a time (a GPU's batch slots), with a valid person answer."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from fastapi import FastAPI
+
+        self.service_s, self.slots = 0.05, threading.Semaphore(16)
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        def chat(body: dict) -> dict:
+            with self.slots:
+                time.sleep(self.service_s)
+            return {"choices": [{"message": {"role": "assistant", "content": ANSWER}}]}
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        threading.Thread(target=self.server.run, daemon=True).start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def set(self, service_s: float, concurrency: int) -> None:
+        self.service_s, self.slots = service_s, threading.Semaphore(concurrency)
+
+
+class Service:
+    """Ray + the Serve app with a given config; streams added and read over HTTP."""
+
+    def __init__(self, config) -> None:
+        import httpx
+        import ray
+        import ray.serve
+        from ray.serve.config import HTTPOptions
+        from ray.serve.schema import LoggingConfig
+        from tracklens.serve.app import build_app
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
+        ray.serve.start(http_options=HTTPOptions(host="127.0.0.1", port=config.api.port), logging_config=quiet)
+        ray.serve.run(build_app(config), name="tracklens", route_prefix="/", logging_config=quiet)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{config.api.port}", timeout=30)
+
+    def add(self, name: str, url: str) -> None:
+        r = self.http.post("/v1/streams", json={"url": url, "name": name})
+        r.raise_for_status()
+
+    def status(self, name: str) -> dict:
+        return self.http.get(f"/v1/streams/{name}").json()["status"]
+
+    def wait_live(self, names: list[str], frames: int = 20, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.status(n)["frames_analysed"] >= frames for n in names):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"streams {names} did not start")
+
+    def stop(self) -> None:
+        import ray.serve
+
+        self.http.close()
+        ray.serve.shutdown()
+
+
+def _config(redis_url: str, port: int, **sections):
+    from tracklens.pipeline.config import ServeConfig
+
+    base = {"store": {"url": redis_url, "prefix": f"bench{port}"}, "api": {"port": port},
+            "ingest": {"max_streams": 8, "num_cpus": 1.0}}  # fmt: skip
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return ServeConfig.model_validate(base)
+
+
+def live_streams(camera: RtspCamera, redis_url: str, window_s: float, max_streams: int) -> dict:
+    """Part 1: the largest N sustained in real time, and the compute bound."""
+    service = Service(_config(redis_url, free_port()))
+    exclude = {camera.proc.pid, os.getpid()}
+    t0, c0 = time.monotonic(), _cpu_seconds(exclude)
+    time.sleep(window_s / 2)
+    idle_cores = (_cpu_seconds(exclude) - c0) / (time.monotonic() - t0)
+    runs, names = [], []
+    for n in range(1, max_streams + 1):
+        name = f"cam{n}"
+        service.add(name, camera.url())
+        names.append(name)
+        service.wait_live(names)
+        time.sleep(5.0)  # settle
+        before = {s: service.status(s) for s in names}
+        t0, c0 = time.monotonic(), _cpu_seconds(exclude)
+        time.sleep(window_s)
+        elapsed, cores = time.monotonic() - t0, (_cpu_seconds(exclude) - c0) / (time.monotonic() - t0)
+        after = {s: service.status(s) for s in names}
+        per = {}
+        for s in names:
+            analysed = after[s]["frames_analysed"] - before[s]["frames_analysed"]
+            dropped = after[s]["frames_dropped"] - before[s]["frames_dropped"]
+            per[s] = {"fps": round(analysed / elapsed, 2), "dropped_share": round(dropped / max(analysed + dropped, 1), 4)}
+        ok = all(p["fps"] >= 9.5 and p["dropped_share"] < 0.05 for p in per.values())
+        runs.append({"streams": n, "cpu_cores": round(cores, 2), "per_stream": per, "real_time": ok})
+        print(f"  {n} stream(s): {per}; CPU {cores:.2f} cores; {'real time' if ok else 'behind'}", flush=True)
+        if not ok:
+            break
+    service.stop()
+    cost = runs[0]["cpu_cores"] - idle_cores
+    sustained = max((r["streams"] for r in runs if r["real_time"]), default=0)
+    bound = (os.cpu_count() or 1) / cost if cost > 0 else None
+    return {"runs": runs, "idle_service_cpu_cores": round(idle_cores, 2), "one_stream_cpu_cores": round(cost, 2),
+            "compute_bound_streams": None if bound is None else round(bound, 2), "sustained_streams": sustained,
+            "sustained_over_bound": None if not bound else round(sustained / bound, 2)}  # fmt: skip
+
+
+def latency(camera: RtspCamera, redis_url: str, window_s: float) -> dict:
+    """Part 2: frame -> estimate latency with the MLLM pool idle, then 5x overloaded."""
+    from tracklens.pipeline.service.control import ControlPlane
+
+    endpoint = MllmEndpoint()
+    results = {}
+    rate = None
+    for phase in ("idle", "overload"):
+        port = free_port()
+        config = _config(
+            redis_url, port,
+            estimator={"type": "routed", "primary": {"type": "mllm", "mode": "free", "backend": {
+                "type": "openai", "base_url": f"http://127.0.0.1:{endpoint.port}/v1", "model": "emulated", "api_key_env": None,
+                "max_retries": 0, "max_concurrency": 64}}},
+            crops={"refresh_s": 0.5, "max_requests": 100000},
+            aggregation={"confident_age_std": 0.01},
+            pools={"mllm": {"max_ongoing_requests": 64, "max_queued_requests": 64}},
+            router={"latency_budget_s": 10.0},
+        )  # fmt: skip
+        if phase == "idle":
+            endpoint.set(service_s=0.05, concurrency=64)  # capacity ~1,300 crops/s: idle
+        else:
+            capacity = rate / 5  # a fifth of the crop rate: 5x overload
+            concurrency = 1
+            endpoint.set(service_s=concurrency / capacity, concurrency=concurrency)
+            config = config.model_copy(update={"pools": config.pools.model_copy(update={"mllm": config.pools.mllm.model_copy(
+                update={"max_ongoing_requests": concurrency, "max_queued_requests": 1})})})  # fmt: skip
+        control = ControlPlane(redis_url, config.store.prefix)
+        service = Service(config)
+        service.add("door", camera.url())
+        service.wait_live(["door"])
+        time.sleep(5.0)
+        m0 = control.metrics()
+        control.client.delete(f"{config.store.prefix}:ctl:latency")
+        t0 = time.monotonic()
+        in_flight = []
+        while time.monotonic() - t0 < window_s:
+            in_flight.append(control.metrics().get("gauge:mllm_in_flight", 0.0))
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        m1 = control.metrics()
+        samples = sorted(control.latencies())
+        routed = {s: m1.get(f"routed:{s}", 0) - m0.get(f"routed:{s}", 0) for s in ("mllm", "specialist")}
+        crops_per_s = sum(routed.values()) / elapsed
+        rate = rate or crops_per_s
+        tracks = service.http.get("/v1/streams/door/tracks").json()
+        confirmed = [t for t in tracks if t["frames"] >= 10]
+        estimated = sum(1 for t in confirmed if sum(t["sources"].values()) > 0)
+        q = (lambda f: round(samples[min(len(samples) - 1, int(f * len(samples)))], 3)) if samples else (lambda f: None)
+        results[phase] = {
+            "mllm_service_s": round(endpoint.service_s, 3), "crops_per_s": round(crops_per_s, 2),
+            "mllm_capacity_per_s": round(1 / endpoint.service_s * (64 if phase == "idle" else 1), 2),
+            "latency_p50_s": q(0.5), "latency_p95_s": q(0.95), "samples": len(samples),
+            "share": {s: round(n / max(sum(routed.values()), 1), 3) for s, n in routed.items()},
+            "confirmed_tracks": len(confirmed), "estimated_tracks": estimated, "max_mllm_in_flight": max(in_flight, default=0),
+            "fallbacks": {k.split(":")[1]: m1[k] - m0.get(k, 0) for k in m1 if k.startswith("fallback:")},
+        }  # fmt: skip
+        print(f"  {phase}: {results[phase]}", flush=True)
+        service.stop()
+        control.close()
+    endpoint.server.should_exit = True
+    idle, over = results["idle"]["latency_p95_s"], results["overload"]["latency_p95_s"]
+    results["p95_overload_over_idle"] = round(over / idle, 2) if idle and over else None
+    return results
+
+
+def memory(camera: RtspCamera, redis_url: str, minutes: float) -> dict:
+    """Part 3: RSS of the ingest replica running one live stream, sampled every 30 s."""
+    service = Service(_config(redis_url, free_port()))
+    service.add("door", camera.url())
+    service.wait_live(["door"])
+    pid = int(service.status("door")["owner"].rsplit(":", 1)[1])
+    samples = []
+    t0 = time.monotonic()
+    while True:
+        samples.append((round(time.monotonic() - t0), round(_rss_mb(pid), 1)))
+        if time.monotonic() - t0 >= minutes * 60:
+            break
+        time.sleep(min(30.0, minutes * 60 - (time.monotonic() - t0) + 0.1))
+    status = service.status("door")
+    service.stop()
+    start = next((mb for s, mb in samples if s >= 60), samples[0][1])
+    return {"minutes": minutes, "rss_mb_after_1_min": start, "rss_mb_at_end": samples[-1][1],
+            "growth_mb": round(samples[-1][1] - start, 1), "samples": samples,
+            "frames_analysed": status["frames_analysed"], "frames_dropped": status["frames_dropped"]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the memory run")
+    parser.add_argument("--window", type=float, default=30.0, help="seconds each measurement window lasts")
+    parser.add_argument("--max-streams", type=int, default=4)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "service.json"))
+    args = parser.parse_args()
+    import tempfile
+
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="tracklens-bench-"))
+    (work / "redis").mkdir()
+    redis = RedisServer(work / "redis").start()
+    camera = RtspCamera(work / "cam", width=1280, height=720, person_px=300, bitrate_kbps=4000).start()
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": os.cpu_count(), "host": socket.gethostname()}
+    try:
+        print("live streams in real time (720p, 10 fps analysis):", flush=True)
+        result["live_streams"] = live_streams(camera, redis.url, args.window, args.max_streams)
+        print("frame -> estimate latency, MLLM pool idle and 5x overloaded:", flush=True)
+        result["latency"] = latency(camera, redis.url, args.window)
+        print(f"memory of one live stream over {args.minutes:g} minutes:", flush=True)
+        result["memory"] = memory(camera, redis.url, args.minutes)
+        print(f"  {result['memory']}", flush=True)
+    finally:
+        ray.shutdown()
+        camera.stop()
+        redis.stop()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
