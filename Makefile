@@ -50,8 +50,13 @@ test: setup system models
 serve: models
 	$(TL) serve
 
-bench: models $(SAMPLE)
+# The pipeline side by side (tracklens bench), the face detectors, then the live service (~20 min:
+# its memory run lasts BENCH_MINUTES); results in bench/results/.
+BENCH_MINUTES ?= 10
+bench: models system $(SAMPLE)
 	$(TL) bench --video $(SAMPLE) --out bench/results
+	$(PY) bench/face_detectors.py --video $(SAMPLE) --out bench/results/face_detectors.json
+	$(PY) bench/service.py --minutes $(BENCH_MINUTES) --out bench/results/service.json
 
 clean:
 	rm -rf $(VENV) out samples .pytest_cache

@@ -1,6 +1,7 @@
 """The Ray Serve deployments: wiring of the pipeline's objects, no stage logic.
 
-- ``MLLMPool``: the MLLM estimator, ``@ray.serve.batch`` over single crops.
+- ``MLLMPool``: the MLLM estimator, ``@ray.serve.batch`` over single crops (one batch at a time
+  for an in-process model, several for a remote endpoint).
 - ``SpecialistPool``: the ONNX specialist, a list of crops per call.
 - ``EstimatorRouter``: :class:`~tracklens.pipeline.service.routing.RouteDecider` over the two pools.
 - ``StreamIngest``: an :class:`~tracklens.pipeline.service.ingest.IngestNode`; it sends crop
@@ -35,7 +36,12 @@ def estimators_label(config: ServeConfig) -> str:
 
 @ray.serve.deployment
 class MLLMPool:
-    """The MLLM (the routed estimator's primary) on the replica's device."""
+    """The MLLM (the routed estimator's primary): single crops in, batched by Ray Serve.
+
+    An in-process model (transformers) runs one batch at a time on its device; a remote
+    endpoint (openai: vLLM, a hosted API) takes several batches at once, since its own server
+    batches and queues them.
+    """
 
     def __init__(self, config_json: str) -> None:
         from tracklens.pipeline.estimators import build_estimator
@@ -43,13 +49,22 @@ class MLLMPool:
 
         config = ServeConfig.model_validate_json(config_json)
         self.estimator = build_estimator(config.estimator.primary, ModelCache())
+        self.remote = config.estimator.primary.backend.type == "openai"
         pool = config.pools.mllm
-        self.estimate.set_max_batch_size(pool.max_batch_size)
-        self.estimate.set_batch_wait_timeout_s(pool.batch_wait_timeout_s)
+        for batched in (self._one_batch_at_a_time, self._several_batches):
+            batched.set_max_batch_size(pool.max_batch_size)
+            batched.set_batch_wait_timeout_s(pool.batch_wait_timeout_s)
+
+    async def estimate(self, crop: Crop) -> Estimate:
+        return await (self._several_batches(crop) if self.remote else self._one_batch_at_a_time(crop))
 
     @ray.serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def estimate(self, crops: list[Crop]) -> list[Estimate]:
+    async def _one_batch_at_a_time(self, crops: list[Crop]) -> list[Estimate]:
         # the model runs in a thread: the replica's event loop keeps taking requests meanwhile
+        return await asyncio.to_thread(self.estimator.estimate, crops)
+
+    @ray.serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=8)
+    async def _several_batches(self, crops: list[Crop]) -> list[Estimate]:
         return await asyncio.to_thread(self.estimator.estimate, crops)
 
 

@@ -149,3 +149,18 @@ def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
     assert result.state == "done" and submit.batches >= 1
     tracks = store.tracks("job2")
     assert tracks and all(t.state == "ended" and not t.sources for t in tracks)
+
+
+def test_streams_spread_over_the_replicas(env, rtsp_camera):
+    """Two replicas, two streams: each runs one (their own process and cores in the service),
+    not the first replica both."""
+    config, control, store, submit, node = env
+    a, b = node("a"), node("b")
+    _wait(lambda: control.live_replicas() == 2)
+    for name in ("left", "right"):
+        control.add(StreamSpec(id=name, kind="stream", url=rtsp_camera.url()))
+    owners = _wait(lambda: (o := {control.owner("left"), control.owner("right")}) and None not in o and o)
+    assert owners == {"a", "b"}
+    for name in ("left", "right"):
+        control.remove(name)
+    _wait(lambda: not a.workers and not b.workers)

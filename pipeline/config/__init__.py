@@ -115,6 +115,11 @@ class ServeConfig(PipelineConfig):
     MLLM pool, its fallback in the specialist pool. The store is Redis."""
 
     estimator: SpecialistEstimatorConfig | RoutedEstimatorConfig = Field(SpecialistEstimatorConfig(), discriminator="type")
+    # One thread per model call: streams run side by side in their ingest processes, and threads
+    # inside each call only add overhead then (60 -> 52 ms of CPU per 720p frame, measured).
+    detection: DetectionConfig = DetectionConfig(
+        person=SsdliteDetectorConfig(threads=1), face=CenterfaceFaceDetectorConfig(threads=1)
+    )
     store: RedisStoreConfig = RedisStoreConfig()
     ingest: IngestConfig = IngestConfig()
     router: RouterConfig = RouterConfig()

@@ -35,6 +35,7 @@ class SsdliteDetectorConfig(_Section):
     min_score: float = Field(0.1, ge=0, le=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
     min_box_px: int = Field(16, ge=1)
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads, 0 = library default (one per core)")
 
 
 class DlibFaceDetectorConfig(_Section):
@@ -108,7 +109,7 @@ class FaceScheduleConfig(_Section):
     """Full face scans every ``full_scan_interval_s`` (0: every frame); in between, only the
     head regions of detected people and windows around tracked faces are scanned."""
 
-    full_scan_interval_s: float = Field(0.3, ge=0, description="also the longest delay before a new face-only person is found")
+    full_scan_interval_s: float = Field(0.5, ge=0, description="also the longest delay before a new face-only person is found")
     roi_margin: float = Field(1.5, ge=0, description="window around a tracked face, per side, in face sizes")
     min_roi_px: int = Field(96, ge=16)
 
@@ -117,7 +118,7 @@ class PersonScheduleConfig(_Section):
     """Tiled person scans every ``full_scan_interval_s`` (0: every frame); in between, the full
     frame and windows around tracked people shorter than ``small_share`` of the frame height."""
 
-    full_scan_interval_s: float = Field(0.3, ge=0, description="also the longest delay before a new small person is found")
+    full_scan_interval_s: float = Field(0.5, ge=0, description="also the longest delay before a new small person is found")
     window_margin: float = Field(0.75, ge=0, description="window around a tracked person, per side, in person sizes")
     min_window_px: int = Field(160, ge=32, description="smallest window side (small people get context)")
     small_share: float = Field(0.6, gt=0, le=1, description="people shorter than this share of the frame get a window")

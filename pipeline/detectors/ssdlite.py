@@ -42,7 +42,7 @@ class SsdlitePersonDetector:
     def __init__(self, config: SsdliteDetectorConfig, models: ModelCache) -> None:
         self.config = config
         self.model_id = config.model
-        self._session = load_session(models.path(config.model))
+        self._session = load_session(models.path(config.model), config.threads)
         self._input = self._session.get_inputs()[0].name
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

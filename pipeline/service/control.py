@@ -10,6 +10,7 @@ Keys, under the store's prefix (default ``tl``)::
     tl:ctl:streams              hash  id -> StreamSpec JSON: what should be running
     tl:ctl:jobs                 hash  id -> StreamSpec JSON of every file job (kept)
     tl:ctl:lease:{id}           string owner, expiring (PX)
+    tl:ctl:replica:{owner}      string, expiring: the ingest replicas alive
     tl:ctl:status:{id}          string StreamStatus JSON (expires unless refreshed)
     tl:ctl:snapshot:{id}        string perception snapshot JSON
     tl:ctl:result:{id}          string JobResult JSON
@@ -183,6 +184,14 @@ class ControlPlane:
     def owner(self, stream_id: str) -> str | None:
         raw = self._call(self.client.get, f"{self._p}:lease:{stream_id}")
         return None if raw is None else raw.decode()
+
+    def heartbeat(self, owner: str, ttl_s: float) -> None:
+        """``owner`` (an ingest replica) is alive for the next ``ttl_s`` seconds."""
+        self._call(self.client.set, f"{self._p}:replica:{owner}", "1", px=int(ttl_s * 1000))
+
+    def live_replicas(self) -> int:
+        """Ingest replicas whose heartbeat has not expired."""
+        return sum(1 for _ in self._call(self.client.scan_iter, f"{self._p}:replica:*", count=100))
 
     # -- status, snapshots, results ---------------------------------------------------------------
 

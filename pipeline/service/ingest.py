@@ -13,6 +13,7 @@ knows are ended then, so none stays ``active`` forever.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -327,8 +328,11 @@ class IngestNode:
 
     def tick(self) -> None:
         """One round: drop finished workers, stop deleted streams and lost leases, renew the
-        rest, claim free streams while there is room."""
+        rest, claim free streams while this replica runs fewer than its share (the desired
+        streams over the live replicas, at most ``max_streams``), so streams spread over the
+        replicas' processes and cores."""
         cfg = self.config.ingest
+        self.control.heartbeat(self.owner, cfg.lease_s)
         specs = self.control.specs()
         for stream_id, worker in list(self.workers.items()):
             if stream_id not in specs:
@@ -346,8 +350,9 @@ class IngestNode:
                 del self.workers[stream_id]
         free = [s for s in specs.values() if s.id not in self.workers]
         random.shuffle(free)
+        share = min(cfg.max_streams, math.ceil(len(specs) / max(1, self.control.live_replicas())))
         for spec in free:
-            if sum(not w.finished.is_set() for w in self.workers.values()) >= cfg.max_streams:
+            if sum(not w.finished.is_set() for w in self.workers.values()) >= share:
                 break
             if self.control.claim(spec.id, self.owner, cfg.lease_s):
                 log.info("ingest %s: runs %s %s", self.owner, spec.kind, spec.id)
