@@ -28,12 +28,14 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
             dropped = CounterMetricFamily("tracklens_stream_frames_dropped", "frames dropped because analysis fell behind", labels=["stream"])
             reconnects = CounterMetricFamily("tracklens_stream_reconnects", "reconnect attempts after a disconnect", labels=["stream"])
             active = GaugeMetricFamily("tracklens_stream_tracks_active", "tracks open on the stream", labels=["stream"])
+            queued = GaugeMetricFamily("tracklens_stream_queued_frames", "frames waiting for analysis", labels=["stream"])
             for status in statuses:
                 if status is not None:
                     fps.add_metric([status.id], status.fps)
                     dropped.add_metric([status.id], status.frames_dropped)
                     reconnects.add_metric([status.id], status.reconnects)
                     active.add_metric([status.id], status.tracks_active)
+                    queued.add_metric([status.id], status.queued_frames)
             states = GaugeMetricFamily("tracklens_streams", "desired streams and jobs, by state", labels=["state"])
             tally: dict[str, int] = {}
             for status in statuses:
@@ -56,7 +58,7 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
             buckets.append(("+Inf", cumulative + counters.get("latency_le:+Inf", 0.0)))
             latency = HistogramMetricFamily("tracklens_estimate_latency_seconds", "frame time to estimate written, live streams")
             latency.add_metric([], buckets, counters.get("latency_sum", 0.0))
-            yield from (fps, dropped, reconnects, active, states, routed, in_flight, shed, latency)
+            yield from (fps, dropped, reconnects, active, queued, states, routed, in_flight, shed, latency)
 
     registry = CollectorRegistry()
     registry.register(Collector())

@@ -125,3 +125,31 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, st
         assert needle in lines[0], lines[0]
     assert result.returncode == status, (result.returncode, result.stderr)
     return lines[0]
+
+
+def start_analyze(*args: str, env: dict | None = None, preexec_fn=None) -> subprocess.Popen:
+    """``tracklens analyze ARGS`` running in the background, its stderr readable as it comes."""
+    full = {k: v for k, v in os.environ.items() if k != "TRACKLENS_REDIS_URL"} | (env or {})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tracklens.pipeline.cli", "analyze", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full, preexec_fn=preexec_fn,
+    )  # fmt: skip
+
+
+def read_until(proc: subprocess.Popen, done) -> str:
+    """stderr, read as it comes, until ``done(text)`` holds or the process ends."""
+    seen = ""
+    while not done(seen):
+        chunk = proc.stderr.read(1)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def progress_frames(text: str) -> int:
+    """Frames analysed so far, from the progress bar (``17/80`` with a known length, ``17frame``
+    for a live stream)."""
+    import re
+
+    return max((int(n) for n in re.findall(r"(?<![\d.])(\d+)(?:/\d+ \[| ?frame \[)", text)), default=0)

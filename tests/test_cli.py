@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, mllm_yaml, run_cli, write_video
+from conftest import assert_one_line_error, mllm_yaml, progress_frames, read_until, run_cli, start_analyze, write_video
 
 
 @pytest.fixture()
@@ -120,20 +117,9 @@ def test_ctrl_c_keeps_what_was_analysed(tmp_path, sample_video):
     """An interrupted run still ends its tracks and writes tracks.jsonl, then exits 130."""
     import signal
 
-    env = {k: v for k, v in os.environ.items() if k != "TRACKLENS_REDIS_URL"}
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracklens.pipeline.cli", "analyze", str(sample_video), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    import re
-
-    seen = ""
-    while max((int(n) for n in re.findall(r"(\d+)/40", seen)), default=0) < 9:  # the progress bar passed 8 frames
-        chunk = proc.stderr.read(1)
-        if not chunk:
-            break
-        seen += chunk
+    proc = start_analyze(str(sample_video), "--out", str(out))
+    seen = read_until(proc, lambda text: progress_frames(text) >= 9)  # the progress bar passed 8 frames
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, seen + stderr

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RedisServer
+from conftest import RedisServer, progress_frames, read_until, start_analyze
 
 pytestmark = pytest.mark.integration
 
@@ -29,30 +29,6 @@ def video(tmp_path_factory) -> Path:
     from tracklens.pipeline.sample import make_sample_video
 
     return make_sample_video(tmp_path_factory.mktemp("media") / "walk.mp4", seconds=8.0)
-
-
-def _start(*args: str, env: dict | None = None, preexec_fn=None) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items() if k != "TRACKLENS_REDIS_URL"} | (env or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "tracklens.pipeline.cli", "analyze", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full, preexec_fn=preexec_fn,
-    )  # fmt: skip
-
-
-def _read_until(proc: subprocess.Popen, done) -> str:
-    """stderr, read as it comes, until ``done(text)`` holds or the process ends."""
-    seen = ""
-    while not done(seen):
-        chunk = proc.stderr.read(1)
-        if not chunk:
-            break
-        seen += chunk
-    return seen
-
-
-def _frames(text: str) -> int:
-    """Frames analysed so far, from the progress bar (``17/80``)."""
-    return max((int(n) for n in re.findall(r"(\d+)/80", text)), default=0)
 
 
 def _tracks(path: Path) -> list[dict]:
@@ -79,11 +55,11 @@ def test_a_redis_restart_during_a_run_loses_nothing(tmp_path, video):
     server.start()
     try:
         out = tmp_path / "out"
-        proc = _start(str(video), "--out", str(out), "--redis-url", server.url, "--stream", "outage")
-        seen = _read_until(proc, lambda s: _frames(s) >= 9)
+        proc = start_analyze(str(video), "--out", str(out), "--redis-url", server.url, "--stream", "outage")
+        seen = read_until(proc, lambda s: progress_frames(s) >= 9)
         server.stop()
-        seen += _read_until(proc, lambda s: "buffering track writes" in s)
-        assert _frames(seen) < 80, "the run ended before the outage began"
+        seen += read_until(proc, lambda s: "buffering track writes" in s)
+        assert progress_frames(seen) < 80, "the run ended before the outage began"
         time.sleep(0.5)
         server.start()
         _, rest = proc.communicate(timeout=300)
@@ -113,8 +89,8 @@ def test_redis_still_down_at_the_end_keeps_the_local_output_and_says_what_did_no
     config.write_text(f"store: {{type: redis, url: '{server.url}', drain_s: 1.0}}\n")
     out = tmp_path / "out"
     try:
-        proc = _start(str(video), "--out", str(out), "--config", str(config))
-        seen = _read_until(proc, lambda s: _frames(s) >= 9)
+        proc = start_analyze(str(video), "--out", str(out), "--config", str(config))
+        seen = read_until(proc, lambda s: progress_frames(s) >= 9)
     finally:
         server.stop()
     _, rest = proc.communicate(timeout=300)
@@ -140,8 +116,8 @@ def test_a_signal_mid_run_keeps_everything_and_more_signals_do_not_cut_the_writi
     ends the tracks in Redis with their retention TTL."""
     out = tmp_path / "out"
     stream = f"sig{status}"
-    proc = _start(str(video), "--out", str(out), "--annotate", str(out / "a.mp4"), "--redis-url", redis_url, "--stream", stream)
-    seen = _read_until(proc, lambda s: _frames(s) >= 17)
+    proc = start_analyze(str(video), "--out", str(out), "--annotate", str(out / "a.mp4"), "--redis-url", redis_url, "--stream", stream)
+    seen = read_until(proc, lambda s: progress_frames(s) >= 17)
     for sig in signals:
         proc.send_signal(sig)
         time.sleep(0.05)
@@ -176,7 +152,7 @@ def _file_size_limit(limit: int):
 
 def test_a_full_disk_under_the_annotated_video_stops_the_run_and_keeps_the_tracks(tmp_path, video, redis_url):
     out = tmp_path / "out"
-    proc = _start(str(video), "--out", str(out), "--annotate", str(out / "a.mp4"), "--redis-url", redis_url,
+    proc = start_analyze(str(video), "--out", str(out), "--annotate", str(out / "a.mp4"), "--redis-url", redis_url,
                   "--stream", "diskfull", "--no-progress", preexec_fn=_file_size_limit(400_000))  # fmt: skip
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
@@ -192,7 +168,7 @@ def test_a_tracks_file_that_cannot_be_written_is_reported_and_redis_still_has_th
     out = tmp_path / "out"
     (out).mkdir()
     (out / "tracks.jsonl").write_text('{"track": "from an earlier run"}\n')
-    proc = _start(str(video), "--out", str(out), "--redis-url", redis_url, "--stream", "tracksfull", "--no-progress",
+    proc = start_analyze(str(video), "--out", str(out), "--redis-url", redis_url, "--stream", "tracksfull", "--no-progress",
                   preexec_fn=_file_size_limit(100))  # fmt: skip
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr

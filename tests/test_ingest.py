@@ -164,3 +164,23 @@ def test_streams_spread_over_the_replicas(env, rtsp_camera):
     for name in ("left", "right"):
         control.remove(name)
     _wait(lambda: not a.workers and not b.workers)
+
+
+def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(env, sample_video, redis_url):
+    config, control, store, submit, node = env
+    a = node("a")
+    control.add(StreamSpec(id="plain", kind="job", url=str(sample_video)))
+    _wait(lambda: control.result("plain"))
+    prefix = config.store.prefix
+    assert control.client.keys(f"{prefix}:crop:*") == []  # off by default: no image stored
+    a.shutdown()
+    keeping = config.model_copy(update={"ingest": config.ingest.model_copy(update={"store_face_crops": True})})
+    other = IngestNode(keeping, a.detectors, store, control, submit, "c", "specialist only").start()
+    try:
+        control.add(StreamSpec(id="kept", kind="job", url=str(sample_video)))
+        _wait(lambda: control.result("kept"))
+        keys = control.client.keys(f"{prefix}:crop:kept:*")
+        assert keys and control.client.get(keys[0])[:3] == b"\xff\xd8\xff"  # a JPEG
+        assert 0 < control.client.ttl(keys[0]) <= config.store.ended_ttl_s
+    finally:
+        other.shutdown()

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import RtspCamera
+from conftest import RtspCamera, progress_frames, read_until, start_analyze
 from tracklens.pipeline.config import LiveSourceConfig
 from tracklens.pipeline.errors import InputError
 from tracklens.pipeline.sources import LiveSource, open_source
@@ -132,17 +128,8 @@ def test_unreachable_camera_is_one_clear_error_before_any_work():
 def test_analyze_a_camera_until_ctrl_c(tmp_path, rtsp_camera):
     """`tracklens analyze rtsp://...` runs until it is stopped, then writes its tracks."""
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "TRACKLENS_REDIS_URL"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracklens.pipeline.cli", "analyze", rtsp_camera.url(), "--out", str(out), "--stream", "cam1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    seen = ""
-    while max((int(n) for n in re.findall(r"(\d+)frame", seen.replace(" ", ""))), default=0) < 60:
-        chunk = proc.stderr.read(1)
-        if not chunk:
-            break
-        seen += chunk
+    proc = start_analyze(rtsp_camera.url(), "--out", str(out), "--stream", "cam1")
+    seen = read_until(proc, lambda text: progress_frames(text) >= 60)
     proc.send_signal(signal.SIGINT)
     stdout, rest = proc.communicate(timeout=120)
     assert proc.returncode == 130, seen + rest

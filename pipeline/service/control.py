@@ -92,6 +92,7 @@ class StreamStatus(_Model):
     frames_decoded: int = 0
     frames_analysed: int = 0
     frames_dropped: int = 0
+    queued_frames: int = Field(0, description="frames decoded and waiting for analysis (live streams)")
     reconnects: int = 0
     last_error: str | None = None
     tracks_active: int = 0

@@ -276,7 +276,7 @@ class StreamWorker:
         if isinstance(source, LiveSource):
             live = source.stats
             update.update(state=live.state, frames_decoded=live.frames_decoded, frames_dropped=live.frames_dropped,
-                          reconnects=live.reconnects, last_error=live.last_error)  # fmt: skip
+                          queued_frames=source.queued, reconnects=live.reconnects, last_error=live.last_error)  # fmt: skip
         elif isinstance(source, FileSource):
             update["frames_decoded"] = source.decoded
             if status.frames_expected:

@@ -102,6 +102,12 @@ class LiveSource:
             return LiveStats(**asdict(self._stats))
 
     @property
+    def queued(self) -> int:
+        """Frames decoded and waiting for analysis (at most ``queue_frames``)."""
+        with self._cond:
+            return len(self._queue)
+
+    @property
     def error(self) -> str | None:
         """Why the source gave up (state ``failed``), else None."""
         stats = self.stats
