@@ -8,11 +8,11 @@ fuse -> version -> store]``. The CLI's ``analyze``, the bench and most tests run
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .config import PipelineConfig
 from .detectors import Detector, build_detector
@@ -25,7 +25,7 @@ from .summary import TrackSummary
 from .trackbook import TrackBook
 from .types import Crop, Estimate, Frame, FrameResult
 
-__all__ = ["RunStats", "StageSet", "StreamAnalyzer", "analyze"]
+__all__ = ["RunStats", "StageSet", "StopFlag", "StreamAnalyzer", "analyze"]
 
 
 @dataclass
@@ -145,11 +145,17 @@ class StreamAnalyzer:
         return estimates
 
 
+class StopFlag(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event``, or several combined."""
+
+    def is_set(self) -> bool: ...
+
+
 def analyze(
     source: FrameSource,
     analyzer: StreamAnalyzer,
     on_frame: Callable[[FrameResult], None] | None = None,
-    stop: threading.Event | None = None,
+    stop: StopFlag | None = None,
 ) -> RunStats:
     """Run ``source`` through ``analyzer`` until it ends or ``stop`` is set; returns its stats.
 

@@ -159,7 +159,7 @@ def make_api(
     def get_face(key: str) -> Response:
         if not config.ingest.store_face_crops:
             raise HTTPException(404, "face crops are not stored (ingest.store_face_crops is off)")
-        data = control.client.get(f"{config.store.prefix}:crop:{key}")
+        data = control.face(key)
         if data is None:
             raise HTTPException(404, f"no face crop for track {key!r}")
         return Response(data, media_type="image/jpeg")

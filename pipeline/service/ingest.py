@@ -76,6 +76,10 @@ class StreamWorker:
         self._status = StreamStatus(id=spec.id, kind=spec.kind, state="connecting", owner=owner, estimators=estimators)
         self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
+        self._tracks_written = 0  # tracks whose end was written (a job's result)
+        self.perception: Perception | None = None
+        self.book: TrackBook | None = None
+        self._control_down = False
 
     def start(self) -> StreamWorker:
         self._thread.start()
@@ -158,11 +162,11 @@ class StreamWorker:
                 self._publish()
                 next_status = now + cfg.ingest.status_s
             if now >= next_snapshot:
-                self.control.save_snapshot(self.spec.id, perception.snapshot())
+                self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot())
                 next_snapshot = now + cfg.ingest.snapshot_s
         if self._mode == "handover":
             self._settle()
-            self.control.save_snapshot(self.spec.id, perception.snapshot())
+            self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot())
             return
         self._end_all()
         if self.spec.kind == "job":
@@ -214,9 +218,7 @@ class StreamWorker:
         records = self.book.flush()
         self._tracks_written += sum(1 for r in records if r.ended)
         if latencies:
-            self.control.observe_latencies(latencies)  # measured once the estimates are written
-
-    _tracks_written = 0
+            self._quietly(self.control.observe_latencies, latencies)  # measured once the estimates are written
 
     def _end_all(self) -> None:
         """End every open track, wait (up to ``end_grace_s``) for outstanding estimates, write."""
@@ -250,13 +252,11 @@ class StreamWorker:
     def _keep_faces(self, crops: list[Crop]) -> None:
         import cv2
 
-        client = self.control.client
-        ttl = int(self.config.store.ended_ttl_s)
         for crop in crops:
             if crop.face is not None:
                 ok, jpeg = cv2.imencode(".jpg", crop.face[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
                 if ok:
-                    client.set(f"{self.config.store.prefix}:crop:{crop.track}", jpeg.tobytes(), ex=ttl)
+                    self._quietly(self.control.save_face, crop.track, jpeg.tobytes(), self.config.store.ended_ttl_s)
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ class StreamWorker:
 
     def _publish(self, state: str | None = None) -> None:
         status = self._status
-        update: dict = {"updated_at": time.time(), "tracks_active": len(self.book) if hasattr(self, "book") else 0}
+        update: dict = {"updated_at": time.time(), "tracks_active": 0 if self.book is None else len(self.book)}
         if len(self._recent) >= 2:
             (t0, f0), (t1, f1) = self._recent[0], self._recent[-1]
             update["fps"] = round((f1 - f0) / (t1 - t0), 2) if t1 > t0 else 0.0
@@ -284,7 +284,20 @@ class StreamWorker:
         if state is not None:
             update["state"] = state
         self._status = status.model_copy(update=update)
-        self.control.publish(self._status, ttl_s=3 * self.config.ingest.lease_s)
+        self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s)
+
+    def _quietly(self, call, *args) -> None:
+        """A control-plane write (status, snapshot, metrics) that may fail while Redis is down:
+        the stream goes on (its track writes are buffered by the store) and the next period
+        writes again; the outage is logged once."""
+        try:
+            call(*args)
+        except StoreError as err:
+            if not self._control_down:
+                log.warning("stream %s: %s; status and snapshots wait for Redis", self.spec.id, err)
+            self._control_down = True
+        else:
+            self._control_down = False
 
 
 class IngestNode:
