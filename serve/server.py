@@ -71,6 +71,7 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
 
     say(f"tracklens: starting Ray{f' at {address}' if address else ' on this machine'}")
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its start-up INFO lines would bury ours
     try:
         quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
         ray.serve.start(http_options=HTTPOptions(host=config.api.host, port=config.api.port), logging_config=quiet)
