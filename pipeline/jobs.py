@@ -189,6 +189,13 @@ class Analysis:
             return None
 
     def close(self) -> None:
-        """Close what was opened, newest first (the store last: it delivers buffered writes)."""
+        """Close what was opened, newest first (the store last: it delivers buffered writes);
+        a resource that fails to close does not keep the others open."""
+        failure = None
         while self._opened:
-            self._opened.pop().close()
+            try:
+                self._opened.pop().close()
+            except Exception as err:  # re-raised below, once everything else is closed
+                failure = failure or err
+        if failure is not None:
+            raise failure
