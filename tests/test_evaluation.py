@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -131,8 +132,8 @@ class _Answers:
         base = {"time": 0.0, "source": "mllm", "model": "fixed"}
         answers = []
         for crop in batch:
-            answer = {"face_px": crop.face_px, **self.by_row[int(crop.track.split(":")[1])]}
-            answers.append(Estimate(crop.track, **base, **answer))
+            answer = {**base, "face_px": crop.face_px, **self.by_row[int(crop.track.split(":")[1])]}
+            answers.append(Estimate(crop.track, **answer))
         return answers
 
 
@@ -164,14 +165,20 @@ def test_predictions_file_shows_every_row_with_its_reason(tmp_path, astronaut):
         1: {"valid": False, "reason": "no face in crop"},
         3: {"valid": False, "reason": "refusal"},
         4: {"age": 130.0, "p_female": 0.2},
-        5: {"age": 35.0, "p_female": 0.4, "expression": _onehot("sad"), "face_px": 20.0},
+        5: {"age": 35.0, "p_female": 0.4, "expression": _onehot("sad"), "face_px": 20.0,
+            "source": "specialist", "extra": {"primary_failure": "backend error: timed out"}},  # a routed fallback
     })  # fmt: skip
     result = evaluate(samples, prepared, {"fixed": answers}, min_face_px=32)
     report = result.reports["fixed"]
     outcomes = {"face_given": 3, "face_detected": 0, "face_detected_padded": 0, "face_unreadable": 1, "no_face": 1}
     assert report["face_outcomes"] == outcomes
     assert report["n"] == 5 and len(report["invalid_rows"]) == 1
-    assert "no face found           1" in format_report(result.reports)
+    assert report["answered_by"] == {"mllm": 4, "specialist": 1}
+    assert report["primary_failures"] == {"backend error": 1}
+    text = format_report(result.reports)
+    assert "no face found           1" in text
+    assert "answered by             mllm 4, specialist 1" in text
+    assert "primary failed, why     backend error 1" in text
 
     got = prediction_rows(samples, prepared, result.estimates, min_face_px=32)
     assert len(got) == 6 and all(tuple(r) == PREDICTION_COLUMNS for r in got)
@@ -179,7 +186,7 @@ def test_predictions_file_shows_every_row_with_its_reason(tmp_path, astronaut):
     assert got[0] | {"image": None} == {
         "row": f"{path}:1", "image": None, "true_age": 42.0, "true_gender": "female", "true_expression": "happy",
         "estimator": "fixed", "age": 40.0, "p_female": 0.9, "gender": "female", "expression": "happy", "expression_p": 1.0,
-        "source": "mllm", "model": "fixed", "valid": True, "reason": None, "face": "face_given",
+        "source": "mllm", "model": "fixed", "valid": True, "reason": None, "primary_failure": None, "face": "face_given",
         "face_box": [170.0, 40.0, 290.0, 190.0], "face_score": 1.0,
     }  # fmt: skip
     assert (got[1]["valid"], got[1]["reason"], got[1]["face"]) == (False, "no face in crop", "face_unreadable")
@@ -191,11 +198,13 @@ def test_predictions_file_shows_every_row_with_its_reason(tmp_path, astronaut):
     assert got[4]["valid"] is False and got[4]["reason"] == "rejected: age 130.0 outside 0-100" and got[4]["age"] == 130.0
     assert got[5]["valid"] is True and got[5]["reason"].startswith("expression not scored: expression from a 20 px face")
     assert (got[5]["expression"], got[5]["gender"]) == ("sad", "male")
+    assert (got[5]["source"], got[5]["primary_failure"]) == ("specialist", "backend error: timed out")
 
     table = list(csv.DictReader(format_predictions(got, ".csv").splitlines()))
     assert len(table) == 6 and tuple(table[0]) == PREDICTION_COLUMNS
     assert (table[0]["valid"], table[0]["face_box"], table[0]["age"]) == ("true", "170 40 290 190", "40.0")
     assert table[0]["reason"] == "" and table[2]["source"] == ""
+    assert table[0]["primary_failure"] == "" and table[5]["primary_failure"] == "backend error: timed out"
     assert (table[3]["valid"], table[3]["face"], table[3]["face_box"]) == ("false", "no_face", "")
     assert [json.loads(line) for line in format_predictions(got, ".jsonl").splitlines()] == got
 
@@ -368,3 +377,34 @@ def test_eval_cli_prints_both_estimators_side_by_side(tmp_path, photo_manifest, 
     assert by["rocket.png", "mllm"]["face"] == "no_face" and by["rocket.png", "mllm"]["source"] == "mllm"
     assert by["astronaut_small.png", "mllm"]["face"] == "face_given"
     assert all(r["model"] for r in rows) and {r["source"] for r in rows} == {"specialist", "mllm"}
+
+
+@pytest.mark.integration
+def test_eval_of_a_routed_estimator_says_why_its_primary_did_not_answer(tmp_path, photo_manifest, models):
+    """An MLLM endpoint that went away: every answer is the specialist's, and the table, the
+    JSON and the predictions file say so and why."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "routed.yaml"
+    config.write_text(
+        "estimator:\n  type: routed\n  primary:\n    type: mllm\n    mode: constrained\n    backend: {type: openai, "
+        f"base_url: 'http://127.0.0.1:{port}/v1', model: m, api_key_env: null, max_retries: 0, check_on_start: false}}\n"
+        "detection:\n  face: {type: centerface}\n"
+    )
+    out, predictions = tmp_path / "report.json", tmp_path / "predictions.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracklens.pipeline.cli", "eval", str(photo_manifest), "--estimator", "routed",
+         "--config", str(config), "--out", str(out), "--predictions", str(predictions)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    routed = json.loads(out.read_text())["estimators"]["routed"]
+    assert routed["answered_by"] == {"specialist": 6}
+    assert routed["primary_failures"] == {"backend error": 6}
+    assert "answered by             specialist 6" in result.stdout
+    assert "primary failed, why     backend error 6" in result.stdout
+    assert "warning: routed: the primary did not answer 6 of 6 crops (backend error 6)" in result.stderr
+    rows = list(csv.DictReader(predictions.read_text().splitlines()))
+    assert len(rows) == 6 and {r["source"] for r in rows} == {"specialist"}
+    assert all(r["primary_failure"].startswith("backend error: connection failed") for r in rows)

@@ -4,8 +4,8 @@ Each estimator sees exactly the same crops (face with margin, body) built the wa
 pipeline builds them (:mod:`.prepare`). Reported per estimator: MAE, CS@5 and MAPE for age,
 gender accuracy and the calibration of ``p_female`` (ECE over 10 equal-width bins), expression
 accuracy, macro-F1 and the confusion matrix, the share of valid answers (format compliance),
-refusals, answers rejected by the consistency rules, how each row's face was found, crops per
-second, and the same metrics per age band and per gender (a bias check).
+refusals, answers rejected by the consistency rules, which model made each answer (and, for a
+routed estimator, why its primary did not), how each row's face was found, crops per second, and the same metrics per age band and per gender (a bias check).
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ def judge(est: Estimate, min_face_px: float) -> Judged:
     return Judged(kept, None, False)
 
 
+def _head(reason: str) -> str:
+    """A reason without its details: ``backend error: connection failed`` -> ``backend error``."""
+    return reason.split(":")[0]
+
+
 def _predictions(estimates: list[Estimate], min_face_px: float):
     ages, p_female, genders, expressions, reasons = [], [], [], [], Counter()
     refusals = rejected = 0
@@ -71,7 +76,7 @@ def _predictions(estimates: list[Estimate], min_face_px: float):
         judged = judge(est, min_face_px)
         kept = judged.kept
         if not est.valid:
-            reasons[(est.reason or "invalid").split(":")[0]] += 1
+            reasons[_head(est.reason or "invalid")] += 1
             refusals += est.reason == "refusal" or bool(est.extra.get("refusal"))
         rejected += judged.violated
         ages.append(None if kept is None or kept.age is None else kept.age)
@@ -97,12 +102,15 @@ def score(samples: list[Sample], estimates: list[Estimate], seconds: float, min_
 
     ``expression_confusion`` counts (true, predicted) expressions, rows = truth and columns =
     prediction in :data:`EXPRESSIONS` order; ``gender_calibration`` is the ECE of ``p_female``
-    against the true gender with its reliability bins (:func:`.metrics.calibration`).
+    against the true gender with its reliability bins (:func:`.metrics.calibration`);
+    ``answered_by`` counts the answers per source that made them, and ``primary_failures``
+    counts, per reason, the answers a routed estimator's fallback made in place of its primary.
     """
     if len(samples) != len(estimates):
         raise ValueError(f"{len(samples)} samples but {len(estimates)} estimates")
     ages, p_female, genders, expressions, reasons, refusals, rejected = _predictions(estimates, min_face_px)
     valid = sum(e.valid for e in estimates)
+    failures = Counter(_head(e.extra["primary_failure"]) for e in estimates if e.extra.get("primary_failure"))
     is_female = [None if s.gender is None else s.gender == "female" for s in samples]
     report = {
         "n": len(samples),
@@ -113,6 +121,8 @@ def score(samples: list[Sample], estimates: list[Estimate], seconds: float, min_
         "refusals": refusals,
         "invalid_reasons": dict(reasons),
         "rejected": rejected,
+        "answered_by": dict(Counter(e.source for e in estimates)),
+        "primary_failures": dict(failures),
         "crops_per_s": len(samples) / seconds if seconds > 0 else None,
         "model": estimates[0].model if estimates else None,
         "prompt": estimates[0].prompt if estimates else None,

@@ -13,6 +13,9 @@ Columns (CSV header, or the keys of each JSONL object, in this order):
 - ``valid``: whether the answer counts in the metrics; ``reason``: why not (refusal,
   off-format, backend error, no face in crop, ``rejected: ...`` by the consistency rules, or
   the row's own problem: ``invalid row: ...``), or which field was not scored;
+- ``primary_failure``: for a routed estimator's answer made by its fallback, why the primary
+  did not answer (refusal, off-format, backend error, a full MLLM pool in the service); empty
+  when the primary answered or the estimator is not routed;
 - ``face``: how the face was found (``face_given``, ``face_detected``, ``face_detected_padded``,
   ``face_unreadable``, ``no_face``; empty for an invalid row), ``face_box`` (``x0 y0 x1 y1``
   image pixels: the box used, or the one found but unreadable) and ``face_score`` (detector
@@ -41,7 +44,7 @@ PREDICTION_SUFFIXES = (".csv", ".jsonl")
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "row", "image", "true_age", "true_gender", "true_expression", "estimator", "age", "p_female", "gender",
-    "expression", "expression_p", "source", "model", "valid", "reason", "face", "face_box", "face_score",
+    "expression", "expression_p", "source", "model", "valid", "reason", "primary_failure", "face", "face_box", "face_score",
 )  # fmt: skip
 
 
@@ -61,6 +64,7 @@ def _answer(est: Estimate | None) -> dict:
         "expression_p": None if top is None else _round(est.expression[top], 4),
         "source": est.source,
         "model": est.model,
+        "primary_failure": est.extra.get("primary_failure"),
     }
 
 

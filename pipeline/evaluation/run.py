@@ -135,6 +135,13 @@ def run_eval(
         parts = [f"{what} in {faceless[key]} row{'s' if faceless[key] != 1 else ''}" for key, what in
                  (("no_face", "no face found"), ("face_unreadable", "an unreadable face")) if faceless[key]]  # fmt: skip
         say(f"tracklens: warning: {' and '.join(parts)}; there the estimators saw only the body ({where})")
+    for name, report in result.reports.items():
+        failed = sum(report["primary_failures"].values())
+        if failed:
+            why = ", ".join(f"{k} {v}" for k, v in sorted(report["primary_failures"].items(), key=lambda kv: -kv[1]))
+            where = f"the primary_failure column of {predictions}" if predictions is not None else "--predictions FILE names each"
+            say(f"tracklens: warning: {name}: the primary did not answer {failed} of {report['n']} crops ({why}); "
+                f"the fallback answered them ({where})")  # fmt: skip
     wrote = f"{out} and {predictions}" if predictions is not None else str(out)
     say(f"{len(samples)} people, {len(invalid)} invalid rows; wrote {wrote}")
     return 0

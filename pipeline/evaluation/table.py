@@ -19,6 +19,11 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    """``{"mllm": 4, "specialist": 2}`` -> ``mllm 4, specialist 2``; ``-`` when empty."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
+
+
 def format_report(reports: dict[str, dict]) -> str:
     """A side-by-side table of the overall metrics, how the faces were found, the per-group
     MAE and accuracies, then the expression confusion matrices (:func:`format_confusion`)."""
@@ -33,6 +38,8 @@ def format_report(reports: dict[str, dict]) -> str:
         ("valid answers", lambda r: _fmt(r["valid_share"], ".1%")),
         ("refusals", lambda r: str(r["refusals"])),
         ("rejected (consistency)", lambda r: str(r["rejected"])),
+        ("answered by", lambda r: _counts(r["answered_by"])),
+        ("primary failed, why", lambda r: _counts(r["primary_failures"])),
         ("crops/s", lambda r: _fmt(r["crops_per_s"], ".1f")),
         ("invalid rows", lambda r: str(len(r.get("invalid_rows", [])))),
     ]
