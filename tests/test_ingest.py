@@ -10,6 +10,7 @@ import uuid
 import pytest
 from conftest import RtspCamera
 from tracklens.pipeline.config import ServeConfig
+from tracklens.pipeline.errors import StoreUnavailableError
 from tracklens.pipeline.service.control import ControlPlane, StreamSpec
 from tracklens.pipeline.service.ingest import IngestNode
 
@@ -124,6 +125,39 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
         camera.stop()
 
 
+class _CannotSaveSnapshots:
+    """A worker's view of the control plane from a replica that cannot reach Redis to save
+    its snapshots; everything else goes through."""
+
+    def __init__(self, control: ControlPlane) -> None:
+        self._control = control
+
+    def __getattr__(self, name):
+        return getattr(self._control, name)
+
+    def save_snapshot(self, *args) -> None:
+        raise StoreUnavailableError("cannot reach Redis (test)")
+
+
+def test_a_lapsed_lease_is_left_to_the_stream_s_newer_runner(env, rtsp_camera):
+    """The lease lapsed and another worker has saved a snapshot since (it ran the stream while
+    this one could not reach Redis): the old worker hands over instead of taking the lease
+    again, and a new one goes on from that snapshot under a lease."""
+    config, control, store, submit, node = env
+    a = node("a")
+    control.add(StreamSpec(id="lobby", kind="stream", url=rtsp_camera.url()))
+    _wait(lambda: (s := control.status("lobby")) and s.state == "live" and s.frames_analysed > 10)
+    old = a.workers["lobby"]
+    _wait(lambda: control.snapshot_writer("lobby") == old.token)
+    old.control = _CannotSaveSnapshots(control)
+    control.save_snapshot("lobby", control.load_snapshot("lobby"), "elsewhere")  # someone else ran it ...
+    control.client.delete(f"{config.store.prefix}:ctl:lease:lobby")  # ... and its lease has lapsed
+    _wait(lambda: old.finished.is_set())
+    new = _wait(lambda: (w := a.workers.get("lobby")) is not None and w is not old and w)
+    _wait(lambda: control.owner("lobby") == "a" and control.snapshot_writer("lobby") == new.token)
+    assert _wait(lambda: (s := control.status("lobby")) and s.state == "live" and s.owner == "a")
+
+
 def test_a_file_job_reports_progress_and_its_result(env, sample_video):
     config, control, store, submit, node = env
     node("a")
@@ -189,7 +223,8 @@ def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(e
 def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
     """Redis goes away for a few seconds (longer than a lease) and comes back with its data:
     the stream keeps being analysed meanwhile (track writes wait in the store's buffer, status
-    and snapshots are skipped), then it is running again, under a lease, with its tracks."""
+    and snapshots are skipped), then the same worker takes its lapsed lease again (nobody ran
+    the stream meanwhile) and goes on with its tracks: no restart, no reconnect to the camera."""
     from conftest import RedisServer
     from tracklens.pipeline.store import build_store
 
@@ -206,11 +241,15 @@ def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
         try:
             control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
             before = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > 20 and s)
+            worker = node.workers["gate"]
             server.stop()
             time.sleep(3.0)
             server.start()
+            _wait(lambda: control.owner("gate") == "a")
             after = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
-            assert after.state == "live" and control.owner("gate") == "a"
+            assert after.state == "live" and after.reconnects == 0
+            assert node.workers["gate"] is worker and not worker.finished.is_set()
+            assert _wait(lambda: control.snapshot_writer("gate") == worker.token)
             assert _wait(lambda: [t for t in store.tracks("gate") if t.sources.get("specialist")])
         finally:
             node.shutdown()

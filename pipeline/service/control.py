@@ -213,12 +213,19 @@ class ControlPlane:
         keys = [f"{self._p}:{part}:{stream_id}" for part in ("status", "snapshot", "lease")]
         self._call(self.client.delete, *keys)
 
-    def save_snapshot(self, stream_id: str, snapshot: dict) -> None:
-        self._call(self.client.set, f"{self._p}:snapshot:{stream_id}", json.dumps(snapshot))
+    def save_snapshot(self, stream_id: str, snapshot: dict, writer: str | None = None) -> None:
+        """Save a stream's perception state; ``writer`` names the worker that saved it (see
+        :meth:`snapshot_writer`)."""
+        self._call(self.client.set, f"{self._p}:snapshot:{stream_id}", json.dumps({**snapshot, "writer": writer}))
 
     def load_snapshot(self, stream_id: str) -> dict | None:
         raw = self._call(self.client.get, f"{self._p}:snapshot:{stream_id}")
         return None if raw is None else json.loads(raw)
+
+    def snapshot_writer(self, stream_id: str) -> str | None:
+        """The worker that saved the stream's latest snapshot (None when there is none)."""
+        snapshot = self.load_snapshot(stream_id)
+        return None if snapshot is None else snapshot.get("writer")
 
     def finish_job(self, job_id: str, result: JobResult, status: StreamStatus, retention_s: float) -> None:
         """Record a job's end (kept for ``retention_s``) and stop asking for it to run."""

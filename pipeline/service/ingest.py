@@ -3,7 +3,9 @@
 :class:`IngestNode` holds leases on up to ``max_streams`` of the desired streams and jobs in
 the control plane, renews them, starts a :class:`StreamWorker` for each stream it claims, and
 stops the worker of a stream that was deleted (which ends its tracks) or whose lease it lost
-(which leaves them to the new owner). A worker never waits for estimates: it hands crop
+(which leaves them to the new owner). A lease that lapsed while Redis was out of reach is
+taken again in place when nobody ran the stream meanwhile (its latest snapshot is still this
+worker's), so a Redis outage longer than a lease does not restart every stream. A worker never waits for estimates: it hands crop
 batches to ``submit`` and takes the answers from its inbox on the next step, whenever they
 come. Every ``snapshot_s`` it saves its perception state, so the replica that takes a stream
 over goes on with the same track keys; tracks open in Redis that the snapshot no longer
@@ -18,6 +20,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from ..config import ServeConfig
@@ -80,6 +83,7 @@ class StreamWorker:
         self.perception: Perception | None = None
         self.book: TrackBook | None = None
         self._control_down = False
+        self.token = uuid.uuid4().hex  # names this worker's snapshots (IngestNode.tick)
 
     def start(self) -> StreamWorker:
         self._thread.start()
@@ -162,11 +166,11 @@ class StreamWorker:
                 self._publish()
                 next_status = now + cfg.ingest.status_s
             if now >= next_snapshot:
-                self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot())
+                self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
                 next_snapshot = now + cfg.ingest.snapshot_s
         if self._mode == "handover":
             self._settle()
-            self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot())
+            self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
             return
         self._end_all()
         if self.spec.kind == "job":
@@ -358,6 +362,9 @@ class IngestNode:
                 else:
                     worker.stop("end")
             elif not self.control.renew(stream_id, self.owner, cfg.lease_s):
+                if self._retake(stream_id, worker):
+                    log.info("ingest %s: took the lapsed lease of %s again; nobody ran it meanwhile", self.owner, stream_id)
+                    continue
                 log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
                 worker.stop("handover")
                 del self.workers[stream_id]
@@ -372,6 +379,15 @@ class IngestNode:
                 worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
                                       self.owner, self.estimators)  # fmt: skip
                 self.workers[spec.id] = worker.start()
+
+    def _retake(self, stream_id: str, worker: StreamWorker) -> bool:
+        """Claim a lease that lapsed (Redis was out of reach longer than a lease) for the worker
+        that still runs the stream, when its latest snapshot is still this worker's: then
+        nobody else has run it since, and the worker goes on without a restart. Otherwise, or
+        when another replica holds the lease, False: the worker hands over."""
+        if worker.finished.is_set() or self.control.snapshot_writer(stream_id) != worker.token:
+            return False
+        return self.control.claim(stream_id, self.owner, self.config.ingest.lease_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Hand every stream over (state saved, leases released) and stop."""
