@@ -5,7 +5,8 @@ pipeline builds them (:mod:`.prepare`). Reported per estimator: MAE, CS@5 and MA
 gender accuracy and the calibration of ``p_female`` (ECE over 10 equal-width bins), expression
 accuracy, macro-F1 and the confusion matrix, the share of valid answers (format compliance),
 refusals, answers rejected by the consistency rules, which model made each answer (and, for a
-routed estimator, why its primary did not), how each row's face was found, crops per second, and the same metrics per age band and per gender (a bias check).
+routed estimator, why its primary did not), how each row's face was found, crops per second,
+and the same metrics per age band and per gender (a bias check).
 """
 
 from __future__ import annotations

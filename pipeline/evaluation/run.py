@@ -100,7 +100,7 @@ def run_eval(
     from .manifest import load_manifest
     from .predictions import format_predictions, prediction_rows
     from .prepare import build_crops
-    from .table import format_report
+    from .table import format_counts, format_report
 
     config = load_config(config_path)
     samples = load_manifest(manifest)
@@ -138,7 +138,7 @@ def run_eval(
     for name, report in result.reports.items():
         failed = sum(report["primary_failures"].values())
         if failed:
-            why = ", ".join(f"{k} {v}" for k, v in sorted(report["primary_failures"].items(), key=lambda kv: -kv[1]))
+            why = format_counts(report["primary_failures"])
             where = f"the primary_failure column of {predictions}" if predictions is not None else "--predictions FILE names each"
             say(f"tracklens: warning: {name}: the primary did not answer {failed} of {report['n']} crops ({why}); "
                 f"the fallback answered them ({where})")  # fmt: skip

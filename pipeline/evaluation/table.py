@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .harness import AGE_BANDS, CALIBRATION_BINS
 
-__all__ = ["format_confusion", "format_report"]
+__all__ = ["format_confusion", "format_counts", "format_report"]
 
 _OUTCOME_ROWS = (
     ("faces given", "face_given"),
@@ -19,7 +19,7 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _counts(counts: dict[str, int]) -> str:
+def format_counts(counts: dict[str, int]) -> str:
     """``{"mllm": 4, "specialist": 2}`` -> ``mllm 4, specialist 2``; ``-`` when empty."""
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "-"
 
@@ -38,8 +38,8 @@ def format_report(reports: dict[str, dict]) -> str:
         ("valid answers", lambda r: _fmt(r["valid_share"], ".1%")),
         ("refusals", lambda r: str(r["refusals"])),
         ("rejected (consistency)", lambda r: str(r["rejected"])),
-        ("answered by", lambda r: _counts(r["answered_by"])),
-        ("primary failed, why", lambda r: _counts(r["primary_failures"])),
+        ("answered by", lambda r: format_counts(r["answered_by"])),
+        ("primary failed, why", lambda r: format_counts(r["primary_failures"])),
         ("crops/s", lambda r: _fmt(r["crops_per_s"], ".1f")),
         ("invalid rows", lambda r: str(len(r.get("invalid_rows", [])))),
     ]
