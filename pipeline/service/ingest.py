@@ -5,11 +5,11 @@ the control plane, renews them, starts a :class:`StreamWorker` for each stream i
 stops the worker of a stream that was deleted (which ends its tracks) or whose lease it lost
 (which leaves them to the new owner). A lease that lapsed while Redis was out of reach is
 taken again in place when nobody ran the stream meanwhile (its latest snapshot is still this
-worker's), so a Redis outage longer than a lease does not restart every stream. A worker never waits for estimates: it hands crop
-batches to ``submit`` and takes the answers from its inbox on the next step, whenever they
-come. Every ``snapshot_s`` it saves its perception state, so the replica that takes a stream
-over goes on with the same track keys; tracks open in Redis that the snapshot no longer
-knows are ended then, so none stays ``active`` forever.
+worker's), so a Redis outage longer than a lease does not restart every stream. A worker
+never waits for estimates: it hands crop batches to ``submit`` and takes the answers from its
+inbox on the next step, whenever they come. Every ``snapshot_s`` it saves its perception
+state, so the replica that takes a stream over goes on with the same track keys; tracks open
+in Redis that the snapshot no longer knows are ended then, so none stays ``active`` forever.
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ class IngestNode:
                     worker.stop("end")
             elif not self.control.renew(stream_id, self.owner, cfg.lease_s):
                 if self._retake(stream_id, worker):
-                    log.info("ingest %s: took the lapsed lease of %s again; nobody ran it meanwhile", self.owner, stream_id)
+                    log.info("ingest %s: took the lapsed lease of %s again (nobody ran it since)", self.owner, stream_id)
                     continue
                 log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
                 worker.stop("handover")
