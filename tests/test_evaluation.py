@@ -6,13 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import mllm_yaml
+from conftest import mllm_yaml, run_cli
 from tracklens.pipeline.errors import InputError
 from tracklens.pipeline.evaluation import (
     Sample,
@@ -340,11 +338,8 @@ def test_eval_cli_prints_both_estimators_side_by_side(tmp_path, photo_manifest, 
     with open(config, "a") as fh:  # the face detector the rows below were checked with
         fh.write("detection:\n  face: {type: centerface}\n")
     out, predictions = tmp_path / "report.json", tmp_path / "predictions.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-m", "tracklens.pipeline.cli", "eval", str(photo_manifest), "--estimator", "both",
-         "--config", str(config), "--out", str(out), "--predictions", str(predictions)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_cli("eval", str(photo_manifest), "--estimator", "both", "--config", str(config), "--out", str(out),
+                     "--predictions", str(predictions))  # fmt: skip
     assert result.returncode == 0, result.stderr
     header = result.stdout.splitlines()[0].split()
     assert header == ["metric", "specialist", "mllm"]
@@ -393,11 +388,8 @@ def test_eval_of_a_routed_estimator_says_why_its_primary_did_not_answer(tmp_path
         "detection:\n  face: {type: centerface}\n"
     )
     out, predictions = tmp_path / "report.json", tmp_path / "predictions.csv"
-    result = subprocess.run(
-        [sys.executable, "-m", "tracklens.pipeline.cli", "eval", str(photo_manifest), "--estimator", "routed",
-         "--config", str(config), "--out", str(out), "--predictions", str(predictions)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = run_cli("eval", str(photo_manifest), "--estimator", "routed", "--config", str(config), "--out", str(out),
+                     "--predictions", str(predictions))  # fmt: skip
     assert result.returncode == 0, result.stderr
     routed = json.loads(out.read_text())["estimators"]["routed"]
     assert routed["answered_by"] == {"specialist": 6}

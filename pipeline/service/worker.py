@@ -1,0 +1,298 @@
+"""A stream worker: one stream or file job on its own thread, run by perception and its
+track book (see :mod:`.ingest` for who starts and stops it).
+
+A worker never waits for estimates: it hands crop batches to ``submit`` and takes the answers
+from its inbox on the next step, whenever they come. Every ``snapshot_s`` it saves its
+perception state, named by its ``token``, so the replica that takes a stream over goes on with
+the same track keys; tracks open in Redis that the snapshot no longer knows are ended then, so
+none stays ``active`` forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from ..config import ServeConfig
+from ..detectors import Detector
+from ..errors import StoreError, TracklensError
+from ..perception import Perception
+from ..sources import FileSource, LiveSource, file_path, probe
+from ..store import TrackRecord, TrackStore
+from ..trackbook import TrackBook
+from ..types import Crop, Estimate, Frame
+from .control import ControlPlane, JobResult, StreamSpec, StreamStatus
+
+__all__ = ["StreamWorker", "Submit"]
+
+log = logging.getLogger(__name__)
+
+#: ``submit(crops, done)``: send crops for estimation; ``done(estimates)`` is called later, from
+#: any thread, with one estimate per crop, or ``done(None)`` when the request failed.
+Submit = Callable[[list[Crop], Callable[[list[Estimate] | None], None]], None]
+
+_WALL_CLOCK = 1e9  # frame times past this are wall-clock times (live sources)
+
+
+class StreamWorker:
+    """One stream or job, on its own thread; see the module docstring.
+
+    Args:
+        spec: what to run.
+        config: the service configuration.
+        person, face: detectors shared by the process's streams.
+        store: the track store; control: the control plane.
+        submit: how crops get estimated.
+        owner: this process's id (in statuses).
+        estimators: ``mllm+specialist`` or ``specialist only``, for the status.
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        config: ServeConfig,
+        detectors: tuple[Detector, Detector],
+        store: TrackStore,
+        control: ControlPlane,
+        submit: Submit,
+        owner: str,
+        estimators: str,
+    ) -> None:
+        self.spec, self.config = spec, config
+        self.person, self.face = detectors
+        self.store, self.control, self.submit = store, control, submit
+        self.owner, self.estimators = owner, estimators
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.finished = threading.Event()
+        self._mode: str | None = None  # "end" (deleted) or "handover" (lease lost, shutdown)
+        self._source = None
+        self._status = StreamStatus(id=spec.id, kind=spec.kind, state="connecting", owner=owner, estimators=estimators)
+        self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
+        self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
+        self._tracks_written = 0  # tracks whose end was written (a job's result)
+        self.perception: Perception | None = None
+        self.book: TrackBook | None = None
+        self._control_down = False
+        self.token = uuid.uuid4().hex  # names this worker's snapshots (IngestNode.tick)
+
+    def start(self) -> StreamWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, mode: str) -> None:
+        """``end``: end every track and write them (the stream was deleted); ``handover``:
+        save the state and leave the tracks to the next owner."""
+        self._mode = self._mode or mode
+        source = self._source
+        if isinstance(source, LiveSource):
+            source.stop()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        except (TracklensError, OSError) as err:
+            self._fail(str(err))
+        except Exception as err:  # a bug: the stream says so instead of hanging silently
+            log.exception("stream %s failed", self.spec.id)
+            self._fail(f"internal error: {type(err).__name__}: {err}")
+        finally:
+            if self._source is not None:
+                self._source.close()
+            self.finished.set()
+
+    def _fail(self, error: str) -> None:
+        log.warning("stream %s failed: %s", self.spec.id, error)
+        self._status = self._status.model_copy(update={"state": "failed", "last_error": error, "updated_at": time.time()})
+        try:
+            if self.spec.kind == "job":
+                self.control.finish_job(self.spec.id, JobResult(state="failed", error=error), self._status,
+                                        self.config.store.ended_ttl_s)  # fmt: skip
+            else:
+                self.control.publish(self._status, ttl_s=None)
+        except StoreError as err:
+            log.warning("stream %s: could not record the failure: %s", self.spec.id, err)
+
+    def _open(self, fps: float | None):
+        if self.spec.kind == "job":
+            path = file_path(self.spec.url)
+            info = probe(path)
+            source = FileSource(path, stream=self.spec.id, fps=fps)
+            duration = info.get("duration_s")
+            expected = int(duration * source.analysis_fps) if duration else None
+            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected})
+            return source
+        return LiveSource(self.spec.url, stream=self.spec.id, fps=fps, config=self.config.source.live)
+
+    def _run(self) -> None:
+        cfg = self.config
+        started = time.monotonic()
+        self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
+        snapshot = self.control.load_snapshot(self.spec.id)
+        epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
+        perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
+        book = TrackBook(self.spec.id, cfg.aggregation, self.store, end_grace_s=cfg.ingest.end_grace_s)
+        if snapshot is not None:
+            book.resume(perception.open_tracks)
+            self._end_orphans(perception)
+            log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
+        self.perception, self.book = perception, book
+        next_status = next_snapshot = 0.0
+        frames_iter = None if isinstance(source, LiveSource) else iter(source)
+        while self._mode is None:
+            frames = self._next_frames(source, frames_iter)
+            if frames is None:
+                break  # the file ended, or the live source gave up
+            if frames:
+                self._step(frames)
+            else:
+                self._settle()
+            now = time.monotonic()
+            if now >= next_status:
+                self._publish()
+                next_status = now + cfg.ingest.status_s
+            if now >= next_snapshot:
+                self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
+                next_snapshot = now + cfg.ingest.snapshot_s
+        if self._mode == "handover":
+            self._settle()
+            self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
+            return
+        self._end_all()
+        if self.spec.kind == "job":
+            state = "failed" if source.error else "done"
+            self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
+                                                           "last_error": source.error, "updated_at": time.time()})  # fmt: skip
+            result = JobResult(state=state, tracks=self._tracks_written, frames=self._status.frames_analysed,
+                               seconds=round(time.monotonic() - started, 2), error=source.error)  # fmt: skip
+            self.control.finish_job(self.spec.id, result, self._status, cfg.store.ended_ttl_s)
+        elif self._mode is None:  # the live source gave up
+            self._fail(source.error or "the stream ended")
+
+    def _next_frames(self, source, frames_iter) -> list[Frame] | None:
+        batch = self.config.detection.batch_frames
+        if isinstance(source, LiveSource):
+            frames = source.read(batch, timeout_s=0.5)
+            return None if not frames and source.done else frames
+        frames = [frame for _, frame in zip(range(batch), frames_iter)]
+        return frames or None
+
+    def _step(self, frames: list[Frame]) -> None:
+        out = self.perception.process(frames)
+        self.book.observe(out.events, out.seen.values())
+        self._count(len(frames))
+        if out.crops:
+            self._request(out.crops)
+        self._settle()
+
+    def _request(self, crops: list[Crop]) -> None:
+        self.book.requested(crops)
+        if self.config.ingest.store_face_crops:
+            self._keep_faces(crops)
+        self.submit(crops, lambda estimates, crops=crops: self.inbox.put((crops, estimates)))
+
+    def _settle(self) -> None:
+        """Apply the estimates that came back since the last step, then write what changed."""
+        latencies = []
+        while True:
+            try:
+                crops, estimates = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if estimates is None:
+                self.book.unanswered(crops)
+                continue
+            for key in self.book.apply(estimates):
+                self.perception.mark_confident(key)
+            latencies += [time.time() - e.time for e in estimates if e.time > _WALL_CLOCK]
+        records = self.book.flush()
+        self._tracks_written += sum(1 for r in records if r.ended)
+        if latencies:
+            self._quietly(self.control.observe_latencies, latencies)  # measured once the estimates are written
+
+    def _end_all(self) -> None:
+        """End every open track, wait (up to ``end_grace_s``) for outstanding estimates, write."""
+        out = self.perception.finish()
+        self.book.observe(out.events, out.seen.values())
+        if out.crops:
+            self._request(out.crops)
+        deadline = time.monotonic() + self.config.ingest.end_grace_s
+        while len(self.book) and time.monotonic() < deadline:
+            self._settle()
+            time.sleep(0.05)
+        self._settle()
+        self._tracks_written += sum(1 for r in self.book.flush(final=True) if r.ended)
+        self._publish(state="stopped" if self.spec.kind == "stream" else None)
+
+    def _end_orphans(self, perception: Perception) -> None:
+        """Tracks the store has as active that the snapshot does not carry (they started after
+        it was saved, before the old owner died): end them."""
+        open_keys = {span.key for span in perception.open_tracks}
+        records = []
+        for summary in self.store.tracks(self.spec.id):
+            if summary.state == "active" and summary.track not in open_keys:
+                record = self.store.record(summary.track)
+                if record is not None:
+                    ended = summary.model_copy(update={"state": "ended"})
+                    records.append(TrackRecord(record.key, record.stream, record.version + 1, ended, record.state, ("end",)))
+        if records:
+            self.store.put(records)
+            log.info("stream %s: ended %d tracks its last snapshot did not carry", self.spec.id, len(records))
+
+    def _keep_faces(self, crops: list[Crop]) -> None:
+        import cv2
+
+        for crop in crops:
+            if crop.face is not None:
+                ok, jpeg = cv2.imencode(".jpg", crop.face[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+                if ok:
+                    self._quietly(self.control.save_face, crop.track, jpeg.tobytes(), self.config.store.ended_ttl_s)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _count(self, n: int) -> None:
+        now = time.monotonic()
+        total = self._status.frames_analysed + n
+        self._recent = [(t, f) for t, f in self._recent if now - t <= 5.0] + [(now, total)]
+        self._status = self._status.model_copy(update={"frames_analysed": total})
+
+    def _publish(self, state: str | None = None) -> None:
+        status = self._status
+        update: dict = {"updated_at": time.time(), "tracks_active": 0 if self.book is None else len(self.book)}
+        if len(self._recent) >= 2:
+            (t0, f0), (t1, f1) = self._recent[0], self._recent[-1]
+            update["fps"] = round((f1 - f0) / (t1 - t0), 2) if t1 > t0 else 0.0
+        source = self._source
+        if isinstance(source, LiveSource):
+            live = source.stats
+            update.update(state=live.state, frames_decoded=live.frames_decoded, frames_dropped=live.frames_dropped,
+                          queued_frames=source.queued, reconnects=live.reconnects, last_error=live.last_error)  # fmt: skip
+        elif isinstance(source, FileSource):
+            update["frames_decoded"] = source.decoded
+            if status.frames_expected:
+                update["progress"] = round(min(1.0, status.frames_analysed / status.frames_expected), 3)
+        if state is not None:
+            update["state"] = state
+        self._status = status.model_copy(update=update)
+        self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s)
+
+    def _quietly(self, call, *args) -> None:
+        """A control-plane write (status, snapshot, metrics) that may fail while Redis is down:
+        the stream goes on (its track writes are buffered by the store) and the next period
+        writes again; the outage is logged once."""
+        try:
+            call(*args)
+        except StoreError as err:
+            if not self._control_down:
+                log.warning("stream %s: %s; status and snapshots wait for Redis", self.spec.id, err)
+            self._control_down = True
+        else:
+            self._control_down = False
