@@ -33,6 +33,9 @@ def label_of(track_id: int, summary: TrackSummary | None) -> str:
 class Annotator:
     """Draws each analysed frame with supervision and writes it at the analysis rate.
 
+    Frames and boxes arrive in upright pixels (sources turn pictures stored sideways), so the
+    video is written upright, with no rotation flag for players to apply.
+
     The video is written to ``NAME.partial.EXT`` and renamed to ``path`` by :meth:`close`,
     which finalises the container (call it on every exit path): an older file at ``path`` is
     replaced only by a playable one.

@@ -13,6 +13,9 @@ __all__ = ["VideoWriter"]
 class VideoWriter:
     """Encodes RGB ``(H, W, 3)`` uint8 frames to an H.264 mp4 at a fixed rate.
 
+    Pictures are stored as given, with no display matrix: players show them exactly as the
+    arrays are (the annotated video of a phone video is upright because its frames are).
+
     Args:
         path: output file; its folder is created.
         fps: frames per second.

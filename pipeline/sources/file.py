@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..types import Frame
-from .base import FpsCap
+from .base import FpsCap, MonotonicClock, quarter_turns, upright
 
 __all__ = ["FileSource", "probe"]
 
@@ -41,16 +41,28 @@ def _reason(err: Exception) -> str:
 
 
 def probe(path: str | Path) -> dict:
-    """Width, height, nominal fps, duration (s) and codec of a file's first video stream."""
+    """Width, height, nominal fps, duration (s) and codec of a file's first video stream.
+
+    ``width`` and ``height`` are upright pixels, as :class:`FileSource` hands the frames on
+    (a portrait phone video stored sideways reports its portrait size); ``rotation_deg`` is
+    the counter-clockwise turn, 0, 90, 180 or 270, that makes the decoded pictures upright.
+    The duration of a file whose time stamps restart (joined MPEG-TS files) may cover only
+    part of it: FFmpeg estimates it from the first and last time stamps.
+    """
     container = _open(Path(path))
     try:
         stream = container.streams.video[0]
         duration = float(stream.duration * stream.time_base) if stream.duration else None
         if duration is None and container.duration:
             duration = container.duration / 1_000_000
+        width, height = stream.codec_context.width, stream.codec_context.height
+        turns = quarter_turns(_first_rotation(container, stream))
+        if turns % 2:
+            width, height = height, width
         return {
-            "width": stream.codec_context.width,
-            "height": stream.codec_context.height,
+            "width": width,
+            "height": height,
+            "rotation_deg": 90 * turns,
             "fps": float(stream.average_rate or stream.guessed_rate or 0) or None,
             "frames": stream.frames or None,
             "duration_s": duration,
@@ -60,8 +72,31 @@ def probe(path: str | Path) -> dict:
         container.close()
 
 
+def _first_rotation(container, stream) -> float:
+    """The display rotation (degrees, see :func:`~.base.quarter_turns`) of the first frame.
+
+    PyAV reads a stream's display matrix only from decoded frames, where FFmpeg copies it
+    from the container (mp4/mov ``tkhd``, mkv projection): one frame is decoded for it. A
+    file that decodes nothing reports 0 here; :class:`FileSource` reports the failure.
+    """
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return frame.rotation
+    except av.FFmpegError:
+        pass
+    return 0
+
+
 class FileSource:
     """Decodes every frame of a file and hands on those the fps cap keeps.
+
+    Frames are upright: a picture stored sideways or upside down (phone videos) is turned
+    by its display matrix (quarter turns), so boxes downstream are in upright pixels. Frame
+    times are presentation times in seconds, kept monotonic: after the time stamps jump back
+    (MPEG-TS files joined byte-wise, an encoder restart) they go on from where they were
+    (:class:`~.base.MonotonicClock`), so the whole file is analysed and the jump is logged.
 
     Args:
         path: video file (mp4, mkv, avi, ...).
@@ -74,6 +109,11 @@ class FileSource:
             some frames, or a file that ends well before the length its header declares (a
             truncated download with its index up front), ends the stream, keeping what was
             analysed, and is reported in ``error``.
+
+    Attributes:
+        decoded: frames decoded so far (analysed or not).
+        timestamp_resets: backward jumps of the time stamps mended so far.
+        error: why the stream ended early, or None.
     """
 
     def __init__(self, path: str | Path, stream: str = "video", fps: float | None = 10.0) -> None:
@@ -86,6 +126,7 @@ class FileSource:
         self._declared_frames = int(video.frames or 0)
         self._declared_s = float(video.duration * video.time_base) if video.duration else None
         self.decoded = 0
+        self.timestamp_resets = 0
         self.error: str | None = None
 
     @property
@@ -103,7 +144,7 @@ class FileSource:
         video = self._container.streams.video[0]
         video.thread_type = "AUTO"
         frames = self._container.decode(video)
-        last_pts = 0.0
+        clock = MonotonicClock(1.0 / self._nominal)
         while True:
             try:
                 frame = next(frames)
@@ -117,17 +158,28 @@ class FileSource:
                 break
             index = self.decoded
             self.decoded += 1
-            pts = float(frame.time) if frame.time is not None else index / self._nominal
-            last_pts = pts
+            pts = clock.seconds(float(frame.time) if frame.time is not None else None)
+            if clock.resets > self.timestamp_resets:
+                self._reset_seen(clock, index, pts)
             if not cap.keep(pts):
                 continue
-            yield Frame(self.stream, index, pts, time.time(), frame.to_ndarray(format="rgb24"))
+            image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            yield Frame(self.stream, index, pts, time.time(), image)
         if self.decoded == 0:
             raise InputError(f"no frame could be decoded from {self.path}; is it truncated?")
         if self.error is None:
-            self.error = self._shortfall(last_pts)
+            self.error = self._shortfall(clock.last_s or 0.0)
             if self.error:
                 log.info("%s: %s", self.path, self.error)
+
+    def _reset_seen(self, clock: MonotonicClock, index: int, now_s: float) -> None:
+        """Log a time stamp reset: the first as a warning (the user sees it once), later ones
+        at info level (a file with broken time stamps would repeat it for every frame)."""
+        self.timestamp_resets = clock.resets
+        before, after = clock.last_reset
+        level = logging.WARNING if clock.resets == 1 else logging.INFO
+        log.log(level, "%s: time stamps jump back at frame %d (%.2f s -> %.2f s; joined recordings?); "
+                "analysis goes on from %.2f s", self.path, index, before, after, now_s)  # fmt: skip
 
     def _shortfall(self, last_pts: float) -> str | None:
         """Why the decoded stream looks shorter than the header says, or None."""
