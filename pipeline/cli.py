@@ -5,6 +5,7 @@
     tracklens models list
     tracklens models tiny-vlm DIR
     tracklens eval MANIFEST --estimator specialist|mllm|routed|both [--config FILE] [--out FILE] [--predictions FILE]
+                   [--no-progress]
     tracklens sample OUT.mp4
     tracklens bench [--out DIR]
 
@@ -18,12 +19,16 @@ bug (one line on the terminal, the traceback in a log file); 128 + N stopped by 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import re
 import signal
 import sys
 from pathlib import Path
 
-from .errors import TracklensError
+from .errors import InputError, TracklensError
+from .urls import excerpt
 
 __all__ = ["Extension", "main"]
 
@@ -34,11 +39,29 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+#: Longest run of characters without a space an error quotes whole; longer ones (a pasted
+#: file, a runaway argument) are cut to an excerpt.
+_MAX_WORD = 200
+#: Longest error message shown whole.
+_MAX_MESSAGE = 1000
+
+
+def _short(message: str) -> str:
+    """``message`` with every over-long word cut to an excerpt, and cut itself when still
+    too long: an error quotes what was wrong, it does not echo a 5 MB input back."""
+    message = re.sub(rf"\S{{{_MAX_WORD + 1},}}", lambda m: excerpt(m.group()), message)
+    return excerpt(message, _MAX_MESSAGE)
+
+
+def _say_error(message: str) -> None:
+    _say(f"tracklens: error: {_short(message)}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line like every other error."""
 
     def error(self, message: str):
-        _say(f"tracklens: error: {message} (see `{self.prog} --help`)")
+        _say_error(f"{message} (see `{self.prog} --help`)")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -81,6 +104,7 @@ def _parser(extensions: tuple[Extension, ...] = ()) -> argparse.ArgumentParser:
     ev.add_argument("--out", default="out/eval.json", metavar="FILE", help="JSON report (default: out/eval.json)")
     ev.add_argument("--predictions", metavar="FILE", help="also write one row per person and estimator (.csv or .jsonl): labels, answer, "
                     "source and model, valid and why not, how the face was found")  # fmt: skip
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
 
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")
     sample.add_argument("out", help="output video (.mp4, .mkv, .mov, .m4v)")
@@ -98,8 +122,14 @@ class _Terminated(BaseException):
     """SIGTERM outside a run (a run handles it itself, see ``shutdown.StopSignals``)."""
 
 
-def _terminate(signum, frame) -> None:
-    raise _Terminated()
+def _interrupt(signum, frame) -> None:
+    """SIGINT or SIGTERM outside a run: the first one stops whatever is going on (a model
+    download, the checks before a run); later ones are ignored, because the process is then
+    on its way out and one raised inside its clean-up (a destructor, an ``except`` block)
+    would print a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else _Terminated()
 
 
 class Extension:
@@ -116,16 +146,18 @@ class Extension:
 def main(argv: list[str] | None = None, extensions: tuple[Extension, ...] = ()) -> int:
     """Run one command; every outcome is an exit status and at most a few lines (see the
     module docstring); ``extensions`` are commands of higher layers."""
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     args = _parser(extensions).parse_args(argv)
     _setup_logging(args.verbose)
     commands = {"analyze": _analyze, "models": _models, "eval": _eval, "sample": _sample, "bench": _bench}
     for extension in extensions:
         commands[extension.name] = lambda args, extension=extension: extension.run(args, _say)
     try:
+        _check_path_names(args)
         return commands[args.command](args)
     except TracklensError as err:
-        _say(f"tracklens: error: {err}")
+        _say_error(str(err))
         return EXIT_USAGE
     except KeyboardInterrupt:
         _say("tracklens: interrupted")
@@ -140,10 +172,46 @@ def main(argv: list[str] | None = None, extensions: tuple[Extension, ...] = ()) 
         from .crashlog import write_crash_log
 
         where = write_crash_log(err, argv if argv is not None else sys.argv[1:])
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        first = _short(str(err).strip().splitlines()[0]) if str(err).strip() else ""
         _say(f"tracklens: internal error: {type(err).__name__}{': ' + first if first else ''} (this is a bug; "
              f"the full traceback is in {where})")  # fmt: skip
         return EXIT_BUG
+
+
+#: Path arguments, by attribute, and how errors name them (a positional ``out`` is ``OUT``).
+_PATH_ARGS = {"video": "the video", "manifest": "the manifest", "config": "--config", "out": "--out",
+              "annotate": "--annotate", "predictions": "--predictions"}  # fmt: skip
+#: What the system cannot even look up; anything else (missing, a folder...) is for the
+#: command's own checks, which say more.
+_UNUSABLE_PATH = {errno.ENAMETOOLONG: "file name too long for the file system", errno.ELOOP: "a loop of symbolic links"}
+
+
+def _check_path_names(args: argparse.Namespace) -> None:
+    """Every path argument can at least be looked up: a name over the file system's limit or
+    a loop of symbolic links is a bad input (one line, status 2), not a bug deep inside.
+
+    Raises:
+        InputError: naming the argument and the problem, quoting an excerpt of the path.
+    """
+    positional_out = args.command in ("sample", "models")
+    for attr, what in _PATH_ARGS.items():
+        value = getattr(args, attr, None)
+        if not isinstance(value, str) or not value:
+            continue
+        if attr == "video" and args.command == "analyze":
+            from .sources import file_path, is_live, scheme_of
+
+            if is_live(value) or scheme_of(value) not in (None, "file"):
+                continue  # a URL: the source checks it
+            value = str(file_path(value))
+        try:
+            os.stat(value)
+        except OSError as err:
+            if err.errno in _UNUSABLE_PATH:
+                shown = "OUT" if attr == "out" and positional_out else what
+                raise InputError(f"{shown} {excerpt(value)}: {_UNUSABLE_PATH[err.errno]}") from None
+        except ValueError:  # a NUL character
+            raise InputError(f"{what} {excerpt(value)}: a file name cannot hold a NUL character") from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -182,10 +250,10 @@ def _analyze(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, flags)
     annotate = Path(args.annotate) if args.annotate is not None else None
     job = Analysis(args.video, config, Path(args.out), annotate, ModelCache(progress=_say))
-    progress = _progress(job.expected_frames, args.no_progress)
     with StopSignals() as signals:  # from here on, signals stop the run and never cut a write
         from tqdm.contrib.logging import logging_redirect_tqdm
 
+        progress = _progress(job.expected_frames, args.no_progress)
         try:
             with logging_redirect_tqdm():  # warnings (a store outage) print above the bar
                 result = job.run(signals.event, lambda _: progress.update(1))
@@ -204,7 +272,8 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluation.run import run_eval
 
     predictions = Path(args.predictions) if args.predictions is not None else None
-    return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say, predictions)
+    progress = not args.no_progress
+    return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say, predictions, progress=progress)
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -44,3 +44,4 @@ class StoreError(TracklensError):
 class StoreUnavailableError(StoreError):
     """The track store is unreachable for now (connection refused or lost, timeout, loading):
     a write may succeed when it is tried again."""
+

@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import PipelineConfig
 from .errors import OutputError
 from .models import ModelCache
-from .outputs import TrackLog, check_output_folder, check_video_output
+from .outputs import OutputLock, TrackLog, check_output_folder, check_video_output
 from .runner import RunStats, StageSet, StreamAnalyzer, analyze
 from .sources import file_path, is_live, open_source, probe
 from .store import BufferedTrackStore, build_store
@@ -37,7 +37,10 @@ class JobResult:
 
     Attributes:
         tracks: final summaries of the tracks, in the order they ended (as in tracks.jsonl).
-        tracks_path: tracks.jsonl once it was made final.
+        tracks_path: tracks.jsonl once it was made final (None when a write failed: the
+            older tracks.jsonl, if any, was left in place).
+        tracks_kept: after a failed write, the ``.partial`` holding the tracks written
+            before it (None when there were none).
         annotated: the annotated video once it was finalised.
         stopped: the run was stopped by a request (signal) before the end of the video.
         source_error: the video broke off or ended short of its declared length, or the
@@ -51,6 +54,7 @@ class JobResult:
     stats: RunStats
     tracks: list[TrackSummary] = field(default_factory=list)
     tracks_path: Path | None = None
+    tracks_kept: Path | None = None
     annotated: Path | None = None
     stopped: bool = False
     source_error: str | None = None
@@ -78,6 +82,9 @@ class _EitherSet:
 class Analysis:
     """Analysis of one video file or live stream into ``out_dir/tracks.jsonl`` (and the
     configured store). A live stream runs until it is stopped or gives up.
+
+    Once built, it holds ``out_dir`` (:class:`~.outputs.OutputLock`) until :meth:`close`
+    (the end of :meth:`run`): a second analysis into the same folder is refused.
 
     Args:
         video: path, ``file://`` URI, or a live stream URL (``rtsp://``...).
@@ -111,6 +118,9 @@ class Analysis:
             self.store = self._own(build_store(config.store))
             self.stages = self._own(StageSet.build(config, models or ModelCache()))
             self.source = self._own(open_source(video, stream=config.stream, fps=config.source.fps, live=config.source.live))
+            # Last, so a run refused for any other reason leaves the folder as it was; first in
+            # line, so it is let go only after everything else has closed.
+            self._opened.insert(0, OutputLock(self.tracks_path.parent))
         except BaseException:
             self.close()
             raise
@@ -165,6 +175,9 @@ class Analysis:
             if annotator is not None:
                 result.annotated = self._guard(annotator.close, result, halt)
             result.tracks_path = self._guard(log.commit, result, halt)
+            if result.tracks_path is None:
+                result.tracks_kept = log.kept
+                result.output_error = f"{result.output_error}; {log.kept_note()}"
             self.close()
             if isinstance(self.store, BufferedTrackStore):
                 result.store_undelivered = self.store.undelivered
@@ -189,8 +202,9 @@ class Analysis:
             return None
 
     def close(self) -> None:
-        """Close what was opened, newest first (the store last: it delivers buffered writes);
-        a resource that fails to close does not keep the others open."""
+        """Close what was opened, newest first (the store next to last: it delivers buffered
+        writes; the output folder's lock last); a resource that fails to close does not keep
+        the others open."""
         failure = None
         while self._opened:
             try:

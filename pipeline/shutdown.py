@@ -5,6 +5,12 @@ run loop sees it before its next frame, ends and writes the open tracks, finalis
 outputs and exits. Nothing is raised inside the work, so no write is cut in half, and further
 signals during that shutdown are counted, not obeyed: a second Ctrl-C cannot abort the
 writing of what was analysed.
+
+The handlers stay after the run, until the process exits: a signal that arrives while it
+prints its report, closes a progress bar or tears the interpreter down is counted too. Had the
+handlers that were there before come back (``KeyboardInterrupt``, an exception of the CLI's
+own), such a signal would raise inside whatever ran then, often a destructor or a ``finally``
+block, and print a traceback over the report.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopSignals:
-    """Context manager: while inside, SIGINT and SIGTERM set :attr:`event` instead of
+    """Context manager: from entry on, SIGINT and SIGTERM set :attr:`event` instead of
     interrupting. Must be entered on the main thread (where Python runs signal handlers).
+
+    Leaving the block does not bring the earlier handlers back (see the module docstring);
+    a caller that goes on with other work after the block calls :meth:`restore`.
 
     Attributes:
         event: set by the first signal; pass it to the run loop as its ``stop``.
@@ -56,6 +65,10 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Keeps the handlers: the process is on its way out (see the module docstring)."""
+
+    def restore(self) -> None:
+        """Put the handlers that were there before back (for a process that goes on)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

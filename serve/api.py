@@ -3,18 +3,20 @@
 Built by :func:`make_api` (tested with FastAPI's TestClient, no Ray), served by the ``Api``
 deployment on Ray Serve's proxy. It answers from Redis only: desired streams and jobs, their
 statuses, tracks, events; it never calls the replica that owns a stream. Every error is JSON
-``{"error": "..."}``: validation 422, unknown id 404, a name already taken 409, overload or an
-unreachable store 503 with ``Retry-After``, a missing or wrong API key 401.
+``{"error": "..."}``: validation 422, unknown id 404, a name already taken 409, a finished job
+cancelled 409, a body over the limit 413, overload or an unreachable store 503 with
+``Retry-After``, a missing or wrong API key 401 (checked before anything else, see
+:mod:`.guard`). Errors quote at most a short, redacted excerpt of what the client sent.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +27,9 @@ from tracklens.pipeline.service.admission import admit_job_path, admit_stream_ur
 from tracklens.pipeline.service.control import ControlPlane, StreamOptions, StreamSpec, StreamStatus, new_id
 from tracklens.pipeline.store import TrackStore
 from tracklens.pipeline.summary import TrackSummary
+from tracklens.pipeline.urls import MAX_URL_CHARS, excerpt, quoted
 
+from .guard import RequestGuard
 from .metrics import render_metrics
 
 __all__ = ["make_api"]
@@ -35,8 +39,8 @@ class StreamRequest(BaseModel):
     """``POST /v1/streams``: a live stream to watch."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="rtsp://, rtsps://, rtmp://, http(s):// (credentials allowed: never shown back)")
-    name: str | None = Field(None, description="the stream id (1-64 of A-Z a-z 0-9 . _ -); default: generated")
+    url: str = Field(max_length=MAX_URL_CHARS, description="rtsp://, rtsps://, rtmp://, http(s):// (credentials allowed: never shown back)")
+    name: str | None = Field(None, max_length=64, description="the stream id (1-64 of A-Z a-z 0-9 . _ -); default: generated")
     options: StreamOptions = StreamOptions()
 
 
@@ -44,8 +48,8 @@ class JobRequest(BaseModel):
     """``POST /v1/jobs``: a video file to analyse once."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="absolute path inside one of the service's file roots")
-    name: str | None = None
+    path: str = Field(max_length=4096, description="absolute path inside one of the service's file roots")
+    name: str | None = Field(None, max_length=64)
     options: StreamOptions = StreamOptions()
 
 
@@ -60,14 +64,16 @@ def make_api(
     """The API over ``control`` and ``store``; ``api_key`` None leaves it open; ``health``
     adds to ``/healthz`` what only the deployment knows (estimators, ingest replicas)."""
     app = FastAPI(title="tracklens", description="People tracked on live streams and files: age, gender, expression")
+    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=config.api.max_body_bytes, open_paths=frozenset({"/healthz"}))
     retry = config.api.retry_after_s
     capacity = config.ingest.replicas * config.ingest.max_streams
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(422, f"{where}: {first.get('msg', 'invalid')}" if where else first.get("msg", "invalid request"))
+        where = excerpt(".".join(str(p) for p in first.get("loc", ()) if p != "body"), 40)
+        message = excerpt(str(first.get("msg", "invalid")), 120)
+        return _error(422, f"{where}: {message}" if where else message)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, err: HTTPException) -> JSONResponse:
@@ -80,24 +86,15 @@ def make_api(
     async def _store(request: Request, err: StoreError) -> JSONResponse:
         return _error(503, f"the store is unavailable: {err}", retry)
 
-    def require_key(authorization: str | None = Header(None)) -> None:
-        if api_key is None:
-            return
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
-
-    guarded = [Depends(require_key)]
-
     def _stream(stream_id: str, kind: str = "stream") -> StreamSpec:
         spec = control.spec(stream_id)
         if spec is None or spec.kind != kind:
-            raise HTTPException(404, f"no {kind} {stream_id!r}")
+            raise HTTPException(404, f"no {kind} {quoted(stream_id)}")
         return spec
 
     def _view(spec: StreamSpec) -> dict:
-        status = control.status(spec.id) or StreamStatus(id=spec.id, kind=spec.kind)
-        return {**spec.public(), "status": status.model_dump()}
+        status = control.status(spec.id, spec.generation) or StreamStatus(id=spec.id, kind=spec.kind)
+        return {**spec.public(), "status": status.model_dump(exclude={"generation"})}
 
     def _check_name(name: str | None) -> None:
         if name is not None:
@@ -109,12 +106,12 @@ def make_api(
     def _admit(kind: str, name: str | None, url: str, options: StreamOptions) -> StreamSpec:
         if len(control.specs()) >= capacity:
             raise HTTPException(503, f"no ingest capacity left ({capacity} streams and jobs run at once)", {"Retry-After": str(retry)})
-        spec = StreamSpec(id=name or new_id(kind), kind=kind, url=url, name=name, options=options)
-        if not control.add(spec):
-            raise HTTPException(409, f"a stream or job named {spec.id!r} exists")
+        spec = control.add(StreamSpec(id=name or new_id(kind), kind=kind, url=url, name=name, options=options))
+        if spec is None:
+            raise HTTPException(409, f"a stream or job named {quoted(name or '')} exists")
         return spec
 
-    @app.post("/v1/streams", status_code=201, dependencies=guarded)
+    @app.post("/v1/streams", status_code=201)
     def add_stream(body: StreamRequest) -> dict:
         _check_name(body.name)
         try:
@@ -123,21 +120,21 @@ def make_api(
             raise HTTPException(422, str(err)) from None
         return _view(_admit("stream", body.name, url, body.options))
 
-    @app.get("/v1/streams", dependencies=guarded)
+    @app.get("/v1/streams")
     def list_streams() -> list[dict]:
         return [_view(spec) for spec in sorted(control.specs().values(), key=lambda s: s.created_at) if spec.kind == "stream"]
 
-    @app.get("/v1/streams/{stream_id}", dependencies=guarded)
+    @app.get("/v1/streams/{stream_id}")
     def get_stream(stream_id: str) -> dict:
         return _view(_stream(stream_id))
 
-    @app.delete("/v1/streams/{stream_id}", status_code=204, dependencies=guarded)
+    @app.delete("/v1/streams/{stream_id}", status_code=204)
     def delete_stream(stream_id: str) -> Response:
         _stream(stream_id)
         control.remove(stream_id)
         return Response(status_code=204)
 
-    @app.get("/v1/streams/{stream_id}/tracks", dependencies=guarded)
+    @app.get("/v1/streams/{stream_id}/tracks")
     def stream_tracks(
         stream_id: str,
         state: Literal["active", "ended"] | None = Query(None),
@@ -145,37 +142,41 @@ def make_api(
     ) -> list[TrackSummary]:
         tracks = store.tracks(stream_id)
         if not tracks and control.spec(stream_id) is None:
-            raise HTTPException(404, f"no stream {stream_id!r}")
+            raise HTTPException(404, f"no stream {quoted(stream_id)}")
         return [t for t in tracks if (state is None or t.state == state) and (since is None or t.last_seen >= since)]
 
-    @app.get("/v1/tracks/{key}", dependencies=guarded)
+    @app.get("/v1/tracks/{key}")
     def get_track(key: str) -> TrackSummary:
         summary = store.get(key)
         if summary is None:
-            raise HTTPException(404, f"no track {key!r} (unknown, or expired after its retention)")
+            raise HTTPException(404, f"no track {quoted(key)} (unknown, or expired after its retention)")
         return summary
 
-    @app.get("/v1/tracks/{key}/face.jpg", dependencies=guarded)
+    @app.get("/v1/tracks/{key}/face.jpg")
     def get_face(key: str) -> Response:
         if not config.ingest.store_face_crops:
             raise HTTPException(404, "face crops are not stored (ingest.store_face_crops is off)")
         data = control.face(key)
         if data is None:
-            raise HTTPException(404, f"no face crop for track {key!r}")
+            raise HTTPException(404, f"no face crop for track {quoted(key)}")
         return Response(data, media_type="image/jpeg")
 
-    @app.get("/v1/streams/{stream_id}/events", dependencies=guarded)
+    @app.get("/v1/streams/{stream_id}/events")
     def stream_events(
         stream_id: str,
-        since: str | None = Query(None, description="replay from this event id (0: from the start)"),
+        since: str | None = Query(None, description="replay from after this event id (0: from the start; default: new events only)"),
         last_event_id: str | None = Header(None),
     ) -> StreamingResponse:
+        start = last_event_id or since or "$"
+        if not _EVENT_ID.fullmatch(start):
+            which = "the Last-Event-ID header" if last_event_id else "since"
+            raise HTTPException(422, f"{which}: {quoted(start)} is not an event id (0, MILLISECONDS or MILLISECONDS-SEQUENCE)")
         if control.spec(stream_id) is None and not store.tracks(stream_id):
-            raise HTTPException(404, f"no stream {stream_id!r}")
+            raise HTTPException(404, f"no stream {quoted(stream_id)}")
         key = f"{config.store.prefix}:stream:{stream_id}:events"
-        return StreamingResponse(_sse(config.store.url, key, last_event_id or since or "$"), media_type="text/event-stream")
+        return StreamingResponse(_sse(config.store.connect_url(), key, start), media_type="text/event-stream")
 
-    @app.post("/v1/jobs", status_code=201, dependencies=guarded)
+    @app.post("/v1/jobs", status_code=201)
     def add_job(body: JobRequest) -> dict:
         _check_name(body.name)
         try:
@@ -185,21 +186,37 @@ def make_api(
         return _job_view(_admit("job", body.name, str(path), body.options))
 
     def _job_view(spec: StreamSpec) -> dict:
-        status = control.status(spec.id) or StreamStatus(id=spec.id, kind="job")
+        status = control.status(spec.id, spec.generation) or StreamStatus(id=spec.id, kind="job")
         result = control.result(spec.id)
         return {"id": spec.id, "path": spec.url, "created_at": spec.created_at, "state": status.state,
                 "progress": status.progress, "frames_expected": status.frames_expected,
-                "frames_analysed": status.frames_analysed, "status": status.model_dump(),
+                "frames_analysed": status.frames_analysed, "status": status.model_dump(exclude={"generation"}),
                 "result": None if result is None else result.model_dump()}  # fmt: skip
 
-    @app.get("/v1/jobs/{job_id}", dependencies=guarded)
+    @app.get("/v1/jobs")
+    def list_jobs() -> list[dict]:
+        return [_job_view(spec) for spec in control.jobs()]
+
+    @app.get("/v1/jobs/{job_id}")
     def get_job(job_id: str) -> dict:
         spec = control.job(job_id)
         if spec is None:
-            raise HTTPException(404, f"no job {job_id!r}")
+            raise HTTPException(404, f"no job {quoted(job_id)}")
         return _job_view(spec)
 
-    @app.get("/metrics", dependencies=guarded)
+    @app.delete("/v1/jobs/{job_id}", status_code=202)
+    def cancel_job(job_id: str) -> dict:
+        """Cancel a pending or running job: its worker stops before its next frames, ends and
+        writes the tracks so far, and records the job as ``cancelled``."""
+        spec = control.job(job_id)
+        if spec is None:
+            raise HTTPException(404, f"no job {quoted(job_id)}")
+        if not control.remove(job_id):
+            state = (control.result(job_id) or control.status(job_id) or StreamStatus(id=job_id, state="ended")).state
+            raise HTTPException(409, f"job {quoted(job_id)} has already ended ({state})")
+        return _job_view(spec)
+
+    @app.get("/metrics")
     def metrics() -> Response:
         body, content_type = render_metrics(control)
         return Response(body, media_type=content_type)
@@ -213,6 +230,10 @@ def make_api(
         return JSONResponse({"status": "ok", **health()})
 
     return app
+
+
+#: A Redis stream id as ``since`` or ``Last-Event-ID``: ``0``, ``$``, ``MS`` or ``MS-SEQ``.
+_EVENT_ID = re.compile(r"\$|\d{1,19}(?:-\d{1,19})?")
 
 
 async def _sse(url: str, key: str, start: str) -> AsyncIterator[str]:

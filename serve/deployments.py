@@ -102,7 +102,7 @@ class EstimatorRouter:
         queued = pool.max_queued_requests if pool.max_queued_requests >= 0 else pool.max_ongoing_requests
         capacity = replicas * pool.max_ongoing_requests + queued if mllm is not None else 0
         self.decider = RouteDecider(config.router, capacity)
-        self.control = ControlPlane(config.store.url, config.store.prefix, config.store.timeout_s)
+        self.control = ControlPlane.from_config(config.store)
 
     async def estimate(self, crops: list[Crop]) -> list[Estimate]:
         from ray.serve.exceptions import BackPressureError
@@ -175,7 +175,7 @@ class StreamIngest:
         models = ModelCache()
         detectors = (build_detector(config.detection.person, models), build_detector(config.detection.face, models))
         self.store = build_store(config.store)
-        self.control = ControlPlane(config.store.url, config.store.prefix, config.store.timeout_s)
+        self.control = ControlPlane.from_config(config.store)
         self._waiters = ThreadPoolExecutor(32, thread_name_prefix="estimates")
         context = ray.serve.get_replica_context()
         owner = f"{context.replica_id.unique_id}@{os.uname().nodename}:{os.getpid()}"
@@ -229,7 +229,7 @@ class Api:
 
         config = ServeConfig.model_validate_json(config_json)
         self.config, self.ingest = config, ingest
-        self.control = ControlPlane(config.store.url, config.store.prefix, config.store.timeout_s)
+        self.control = ControlPlane.from_config(config.store)
         self.store = build_store(config.store)
         key = None
         if config.api.api_key_file is not None:

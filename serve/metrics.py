@@ -19,7 +19,7 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
     specs = control.specs()
-    statuses = [control.status(sid) for sid in specs]
+    statuses = [control.status(sid, spec.generation) for sid, spec in specs.items()]
     counters = control.metrics()
 
     class Collector:

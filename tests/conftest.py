@@ -153,3 +153,34 @@ def progress_frames(text: str) -> int:
     import re
 
     return max((int(n) for n in re.findall(r"(?<![\d.])(\d+)(?:/\d+ \[| ?frame \[)", text)), default=0)
+
+
+API_KEY = "k3y-for-tests"
+
+
+@pytest.fixture()
+def api_app(redis_url, tmp_path):
+    """Builds the HTTP API without Ray (FastAPI app, key :data:`API_KEY`) over the session's
+    redis-server, under a fresh prefix: ``api_app(max_streams=8)`` gives ``(app, control,
+    store, videos)``, ``videos`` being its only file root (one ingest replica)."""
+    import uuid
+
+    from tracklens.pipeline.config import ServeConfig
+    from tracklens.pipeline.service.control import ControlPlane
+    from tracklens.pipeline.store import build_store
+    from tracklens.serve.api import make_api
+
+    opened = []
+
+    def build(max_streams: int = 8):
+        videos = tmp_path / "videos"
+        videos.mkdir(exist_ok=True)
+        config = ServeConfig.model_validate({"store": {"url": redis_url, "prefix": f"t{uuid.uuid4().hex[:6]}"},
+                                             "ingest": {"max_streams": max_streams}, "api": {"file_roots": [str(videos)]}})  # fmt: skip
+        control, store = ControlPlane.from_config(config.store), build_store(config.store)
+        opened.extend((store, control))
+        return make_api(config, control, store, API_KEY, lambda: {"estimators": "specialist only"}), control, store, videos
+
+    yield build
+    for resource in opened:
+        resource.close()

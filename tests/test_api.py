@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 
 import pytest
 from tracklens.pipeline.config import ServeConfig
@@ -13,29 +12,22 @@ from tracklens.pipeline.store import TrackRecord
 from tracklens.pipeline.summary import AgeSummary, TrackSummary
 
 fastapi = pytest.importorskip("fastapi")
+from conftest import API_KEY  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-
-KEY = "k3y-for-tests"
 
 
 @pytest.fixture()
-def api(redis_url, tmp_path):
-    from tracklens.pipeline.store import build_store
-    from tracklens.serve.api import make_api
+def api(api_app):
+    """The app with a client that sends the key; at most 2 streams (one replica x 2)."""
+    app, control, store, videos = api_app(max_streams=2)
+    return TestClient(app, headers={"Authorization": f"Bearer {API_KEY}"}), control, store, videos
 
-    (tmp_path / "videos").mkdir()
-    prefix = f"t{uuid.uuid4().hex[:6]}"
-    config = ServeConfig.model_validate(
-        {"store": {"url": redis_url, "prefix": prefix}, "ingest": {"max_streams": 2},
-         "api": {"file_roots": [str(tmp_path / "videos")]}}
-    )  # fmt: skip
-    control = ControlPlane(redis_url, prefix)
-    store = build_store(config.store)
-    app = make_api(config, control, store, KEY, lambda: {"estimators": "specialist only"})
-    client = TestClient(app, headers={"Authorization": f"Bearer {KEY}"})
-    yield client, control, store, tmp_path / "videos"
-    store.close()
-    control.close()
+
+def _owner_publishes(control: ControlPlane, stream_id: str, **fields) -> None:
+    """What an ingest replica does: claim the stream, publish its status under that claim."""
+    spec = control.spec(stream_id)
+    token = control.claim(stream_id, "ingest-a", lease_s=30)
+    assert control.publish(StreamStatus(id=stream_id, generation=spec.generation, **fields), 30, token)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def test_streams_are_added_listed_shown_and_deleted(api, listening):
     assert control.spec("door").url == f"rtsp://admin:pw@127.0.0.1:{listening}/cam"  # kept whole for the ingest
     generated = client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{listening}/cam2"}).json()["id"]
     assert generated.startswith("s-")
-    control.publish(StreamStatus(id="door", state="live", fps=9.5, reconnects=2, last_error="the stream ended"), ttl_s=30)
+    _owner_publishes(control, "door", state="live", fps=9.5, reconnects=2, last_error="the stream ended")
     listed = client.get("/v1/streams").json()
     assert [s["id"] for s in listed] == ["door", generated]
     assert listed[0]["status"]["state"] == "live" and listed[0]["status"]["reconnects"] == 2
@@ -166,7 +158,7 @@ def test_jobs_are_admitted_only_inside_the_roots_and_show_their_progress(api, tm
     assert r.status_code == 422
     job = client.post("/v1/jobs", json={"path": str(videos / "a.mp4")}).json()
     assert job["id"].startswith("j-") and job["state"] == "pending" and job["result"] is None
-    control.publish(StreamStatus(id=job["id"], kind="job", state="running", frames_analysed=20, frames_expected=80, progress=0.25), 30)
+    _owner_publishes(control, job["id"], kind="job", state="running", frames_analysed=20, frames_expected=80, progress=0.25)
     assert client.get(f"/v1/jobs/{job['id']}").json()["progress"] == 0.25
 
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from conftest import RtspCamera
 from tracklens.pipeline.config import ServeConfig
-from tracklens.pipeline.errors import StoreUnavailableError
-from tracklens.pipeline.service.control import ControlPlane, StreamSpec
+from tracklens.pipeline.service.control import ControlPlane, Snapshot, StreamSpec
 from tracklens.pipeline.service.ingest import IngestNode
+from tracklens.pipeline.store import TrackRecord
 
 pytestmark = pytest.mark.integration
 
@@ -125,37 +125,76 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
         camera.stop()
 
 
-class _CannotSaveSnapshots:
-    """A worker's view of the control plane from a replica that cannot reach Redis to save
-    its snapshots; everything else goes through."""
-
-    def __init__(self, control: ControlPlane) -> None:
-        self._control = control
-
-    def __getattr__(self, name):
-        return getattr(self._control, name)
-
-    def save_snapshot(self, *args) -> None:
-        raise StoreUnavailableError("cannot reach Redis (test)")
-
-
-def test_a_lapsed_lease_is_left_to_the_stream_s_newer_runner(env, rtsp_camera):
-    """The lease lapsed and another worker has saved a snapshot since (it ran the stream while
-    this one could not reach Redis): the old worker hands over instead of taking the lease
-    again, and a new one goes on from that snapshot under a lease."""
+def test_a_paused_owner_cannot_overwrite_the_stream_once_another_has_claimed_it(env, rtsp_camera, redis_url):
+    """Regression: a worker that lost its lease kept writing until its next renewal check, and
+    on hand-over saved its snapshot unconditionally over the state the new owner had restored.
+    Now every owner write is fenced by its claim token. Owner "a" pauses (its lease loop stops:
+    a long GC pause, a partition); "b", whose clock is past a's lease (injected, no sleep),
+    claims the stream and saves its snapshot; "a" resumes: its writes are refused and counted,
+    it stops without writing more, and b's state stays."""
     config, control, store, submit, node = env
     a = node("a")
-    control.add(StreamSpec(id="lobby", kind="stream", url=rtsp_camera.url()))
+    spec = control.add(StreamSpec(id="lobby", kind="stream", url=rtsp_camera.url()))
     _wait(lambda: (s := control.status("lobby")) and s.state == "live" and s.frames_analysed > 10)
     old = a.workers["lobby"]
-    _wait(lambda: control.snapshot_writer("lobby") == old.token)
-    old.control = _CannotSaveSnapshots(control)
-    control.save_snapshot("lobby", control.load_snapshot("lobby"), "elsewhere")  # someone else ran it ...
-    control.client.delete(f"{config.store.prefix}:ctl:lease:lobby")  # ... and its lease has lapsed
+    _wait(lambda: control.load_snapshot("lobby", spec.generation) is not None)
+    a._stop.set()  # a pauses: no renewals, no lease checks; its worker goes on writing
+    a._thread.join()
+    later = ControlPlane(redis_url, config.store.prefix, clock=lambda: time.time() + 2 * config.ingest.lease_s)
+    token = later.claim("lobby", "b", config.ingest.lease_s)
+    assert token is not None and token > old.token
+    restored = later.load_snapshot("lobby", spec.generation)
+    assert later.save_snapshot("lobby", Snapshot(generation=spec.generation, token=token, state=restored.state))
+    _wait(lambda: old.finished.is_set())  # its next status write was refused: it stopped
+    saved = control.load_snapshot("lobby", spec.generation)
+    assert saved.token == token and saved.state == restored.state
+    assert not control.save_snapshot("lobby", Snapshot(generation=spec.generation, token=old.token, state={}))
+    assert not control.renew("lobby", "a", old.token, config.ingest.lease_s)
+    (track,) = _wait(lambda: store.tracks("lobby"))[:1]
+    before = store.record(track.track)
+    refused = store.inner.refused
+    stale = TrackRecord(before.key, before.stream, before.version + 1, before.summary, before.state, ("estimate",))
+    assert old.store.put([stale]) == 0  # a's own store view carries its (stale) claim
+    assert store.inner.refused == refused + 1 and store.record(track.track).version == before.version
+    later.close()
+
+
+def test_a_stored_url_with_crlf_fails_its_stream_and_never_reaches_redis(env, redis_url):
+    """Regression: a stream URL with CR/LF made the RTSP client send its request lines to the
+    service's own Redis, which ran them. A spec stored by any path (not only the API) is parsed
+    again before the worker connects: the stream fails with a clear error, nothing is sent."""
+    import redis
+
+    config, control, store, submit, node = env
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    key = f"injected-{uuid.uuid4().hex[:8]}"
+    control.add(StreamSpec(id="evil", kind="stream", url=f"rtsp://127.0.0.1:{port}/a\r\nSET {key} v\r\nX: y"))
+    node("a")
+    status = _wait(lambda: (s := control.status("evil")) and s.state == "failed" and s)
+    assert "control character" in status.last_error and "SET" not in status.last_error
+    assert redis.Redis.from_url(redis_url).exists(key) == 0
+
+
+def test_a_stream_deleted_and_added_again_at_once_is_restarted_as_the_new_one(env, rtsp_camera):
+    """Regression: delete and re-add of a name within about a second kept the old stream
+    running with the old settings (the ingest checked only that the id existed). The new
+    spec is a new generation: the old worker ends its tracks, a new one runs the new spec."""
+    config, control, store, submit, node = env
+    a = node("a")
+    first = control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
+    _wait(lambda: (s := control.status("gate", first.generation)) and s.state == "live" and s.frames_analysed > 10)
+    old = a.workers["gate"]
+    control.remove("gate")
+    second = control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url(), options={"fps": 5}))
+    assert second.generation != first.generation
     _wait(lambda: old.finished.is_set())
-    new = _wait(lambda: (w := a.workers.get("lobby")) is not None and w is not old and w)
-    _wait(lambda: control.owner("lobby") == "a" and control.snapshot_writer("lobby") == new.token)
-    assert _wait(lambda: (s := control.status("lobby")) and s.state == "live" and s.owner == "a")
+    new = _wait(lambda: (w := a.workers.get("gate")) is not None and w is not old and w)
+    assert new.spec.generation == second.generation and new.spec.options.fps == 5
+    _wait(lambda: (s := control.status("gate", second.generation)) and s.state == "live")
+    epochs = {t.track.split(":")[1]: t.state for t in store.tracks("gate") if t.track.split(":")[1] == "0"}
+    assert set(epochs.values()) <= {"ended"}  # the first generation's tracks were all ended
+    control.remove("gate")
+    _wait(lambda: "gate" not in a.workers)
 
 
 def test_a_file_job_reports_progress_and_its_result(env, sample_video):
@@ -172,6 +211,23 @@ def test_a_file_job_reports_progress_and_its_result(env, sample_video):
     assert control.spec("job1") is None and control.job("job1").url == str(sample_video)  # done, and still on record
     tracks = store.tracks("job1")
     assert tracks and all(t.state == "ended" for t in tracks) and any(t.sources.get("specialist") for t in tracks)
+
+
+def test_a_cancelled_job_stops_writes_its_tracks_so_far_and_says_cancelled(env, tmp_path):
+    """Regression: jobs could not be cancelled, so a wrong job held an ingest slot until its end."""
+    from tracklens.pipeline.sample import make_sample_video
+
+    config, control, store, submit, node = env
+    video = make_sample_video(tmp_path / "long.mp4", seconds=60.0, width=640, height=360, person_px=150)  # 600 analysed frames: far longer than the test
+    a = node("a")
+    control.add(StreamSpec(id="long", kind="job", url=str(video)))
+    _wait(lambda: (s := control.status("long")) and s.frames_analysed >= 16)
+    assert control.remove("long")  # what DELETE /v1/jobs/long does
+    result = _wait(lambda: control.result("long"))
+    assert result.state == "cancelled" and 16 <= result.frames < 600
+    assert control.status("long").state == "cancelled" and control.job("long") is not None
+    assert all(t.state == "ended" for t in store.tracks("long"))
+    _wait(lambda: "long" not in a.workers)
 
 
 def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
@@ -249,7 +305,7 @@ def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
             after = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
             assert after.state == "live" and after.reconnects == 0
             assert node.workers["gate"] is worker and not worker.finished.is_set()
-            assert _wait(lambda: control.snapshot_writer("gate") == worker.token)
+            assert _wait(lambda: (snap := control.load_snapshot("gate", worker.spec.generation)) and snap.token == worker.token)
             assert _wait(lambda: [t for t in store.tracks("gate") if t.sources.get("specialist")])
         finally:
             node.shutdown()

@@ -56,6 +56,9 @@ class _FullDisk:
 
 
 def test_a_failed_write_cuts_the_file_back_to_whole_lines_and_counts_what_was_lost(tmp_path):
+    """A log whose writing failed is never committed: the older tracks.jsonl stays (it was
+    once replaced by the incomplete file) and the whole lines stay in the kept partial."""
+    (tmp_path / "tracks.jsonl").write_text("older\n")
     log = TrackLog(tmp_path / "tracks.jsonl")
     log.write(_t("a:0:1"))
     log._fh = _FullDisk(log._fh, allow=8)
@@ -63,8 +66,22 @@ def test_a_failed_write_cuts_the_file_back_to_whole_lines_and_counts_what_was_lo
         log.write(_t("a:0:2"))
     log.write(_t("a:0:3"))  # after a failure: counted, not attempted
     assert log.written == 1 and log.lost == 2
-    log.commit()
-    assert (tmp_path / "tracks.jsonl").read_text() == _t("a:0:1").model_dump_json() + "\n"
+    with pytest.raises(OutputError, match="No space left on device"):
+        log.commit()
+    assert (tmp_path / "tracks.jsonl").read_text() == "older\n"
+    assert log.kept == tmp_path / "tracks.jsonl.partial"
+    assert log.kept.read_text() == _t("a:0:1").model_dump_json() + "\n"
+    assert "the 1 track was written before the failure, kept in" in log.kept_note()
+
+
+def test_a_second_lock_on_a_folder_names_the_holder_and_a_released_one_is_free(tmp_path):
+    from tracklens.pipeline.outputs import OutputLock
+
+    with OutputLock(tmp_path / "out"):
+        with pytest.raises(OutputError, match=f"in use by process {os.getpid()} \\(another tracklens run\\)"):
+            OutputLock(tmp_path / "out")
+    assert not (tmp_path / "out" / ".tracklens.lock").exists()
+    OutputLock(tmp_path / "out").close()
 
 
 def test_output_checks_create_nothing_and_name_the_problem(tmp_path):

@@ -49,6 +49,9 @@ def service(tmp_path_factory, tiny_whole, models, sample_video):
     camera = RtspCamera(work / "cam", people=2).start()
     (work / "videos").mkdir()
     shutil.copy(sample_video, work / "videos" / "walk.mp4")
+    from tracklens.pipeline.sample import make_sample_video
+
+    make_sample_video(work / "videos" / "long.mp4", seconds=60.0, width=640, height=360, person_px=150)  # to cancel midway
     (work / "key").write_text(KEY + "\n")
     import socket
 
@@ -152,6 +155,39 @@ def test_bad_requests_get_clear_errors_and_running_streams_go_on(service):
     _wait(lambda: _status(client, "door")["frames_analysed"] > before + 10)
 
 
+def test_hostile_requests_through_the_proxy_get_short_errors_and_change_nothing(service):
+    """Regression (through Ray Serve's proxy): a 20 MB body was read whole, also without the
+    key, echoed back and stored; the API docs answered without the key; a bad ``since`` cut an
+    event stream that had started with 200."""
+    client = service["client"]
+    bare = httpx.Client(base_url=str(client.base_url), timeout=30)
+    before = [(s["id"], s["url"], s["options"]) for s in client.get("/v1/streams").json()]
+    huge = json.dumps({"url": "rtsp://127.0.0.1:1/" + "a" * 20_000_000, "options": {"check": False}}).encode()
+    for who, status in ((client, 413), (bare, 401)):
+        r = who.post("/v1/streams", content=huge, headers={"content-type": "application/json"})
+        assert r.status_code == status and len(r.content) < 300, (r.status_code, r.content[:200])
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert bare.get(path).status_code == 401 and client.get(path).status_code == 200, path
+    r = client.get("/v1/streams/door/events", params={"since": "abc"})
+    assert r.status_code == 422 and "not an event id" in r.json()["error"]
+    assert [(s["id"], s["url"], s["options"]) for s in client.get("/v1/streams").json()] == before
+    bare.close()
+
+
+def test_a_stream_deleted_and_added_again_at_once_runs_as_a_new_stream(service):
+    """Regression: delete and re-add within about a second kept the old stream running with the
+    old URL; now the old one's tracks end and a new one (a new epoch) starts."""
+    client = service["client"]
+    assert client.post("/v1/streams", json={"url": service["camera"].url(), "name": "gate"}).status_code == 201
+    _wait(lambda: [t for t in _tracks(client, "gate") if t["frames"] >= 5])
+    assert client.delete("/v1/streams/gate").status_code == 204
+    assert client.post("/v1/streams", json={"url": service["camera"].url(), "name": "gate", "options": {"fps": 5}}).status_code == 201
+    assert client.get("/v1/streams/gate").json()["options"]["fps"] == 5
+    _wait(lambda: [t for t in _tracks(client, "gate") if t["track"].split(":")[1] != "0"], timeout_s=120)
+    assert all(t["state"] == "ended" for t in _tracks(client, "gate") if t["track"].split(":")[1] == "0")
+    assert client.delete("/v1/streams/gate").status_code == 204
+
+
 def test_a_camera_that_goes_away_and_comes_back_reconnects_and_keeps_its_track(service):
     client = service["client"]
     camera = RtspCamera(service["work"] / f"cam-{uuid.uuid4().hex[:4]}", period_s=900.0).start()  # someone standing still
@@ -205,6 +241,19 @@ def test_a_file_job_reports_progress_and_completes(service):
     assert progress == sorted(progress)
     tracks = _tracks(client, job_id)
     assert tracks and all(t["state"] == "ended" for t in tracks)
+
+
+def test_a_job_is_listed_and_cancelled_over_http(service):
+    client = service["client"]
+    r = client.post("/v1/jobs", json={"path": str(service["work"] / "videos" / "long.mp4"), "name": "long"})
+    assert r.status_code == 201, r.text
+    _wait(lambda: client.get("/v1/jobs/long").json()["frames_analysed"] >= 8, timeout_s=120)
+    assert "long" in [j["id"] for j in client.get("/v1/jobs").json()]
+    assert client.delete("/v1/jobs/long").status_code == 202
+    job = _wait(lambda: (j := client.get("/v1/jobs/long").json()) and j["result"] is not None and j, timeout_s=120)
+    assert job["state"] == "cancelled" and job["result"]["state"] == "cancelled" and job["result"]["frames"] < 600
+    assert client.delete("/v1/jobs/long").status_code == 409
+    assert all(t["state"] == "ended" for t in _tracks(client, "long"))
 
 
 def test_deleting_a_stream_ends_its_tracks_with_their_retention(service):

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 from fakes import FlakyStore
 from tracklens.pipeline.store import BufferedTrackStore, TrackRecord
 from tracklens.pipeline.summary import TrackSummary
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now, self.slept = 100.0, 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
 
 
 def _rec(key: str, version: int, events: tuple[str, ...] = (), state: str = "active") -> TrackRecord:
@@ -43,21 +55,21 @@ def test_an_outage_buffers_one_state_per_track_and_delivers_it_with_every_event_
 
 
 def test_retries_back_off_instead_of_hammering_the_store():
-    inner = FlakyStore()
-    store = BufferedTrackStore(inner, retry_s=0.2, max_retry_s=0.4)
+    inner, clock = FlakyStore(), FakeClock()
+    store = BufferedTrackStore(inner, retry_s=0.2, max_retry_s=0.4, clock=clock, sleep=clock.sleep)
     inner.down = True
     store.put([_rec("cam:0:1", 1)])
     for v in range(2, 50):  # a burst of writes within the backoff: no new attempts
         store.put([_rec("cam:0:1", v)])
     assert inner.attempts == 1
-    time.sleep(0.25)
+    clock.now += 0.25
     store.put([_rec("cam:0:1", 50)])
     assert inner.attempts == 2  # one more try once the delay had passed, and it doubled
-    time.sleep(0.25)
+    clock.now += 0.25
     store.put([_rec("cam:0:1", 51)])
     assert inner.attempts == 2
     inner.down = False
-    time.sleep(0.2)
+    clock.now += 0.2
     store.put([_rec("cam:0:1", 52)])
     assert inner.attempts == 3 and inner.get("cam:0:1").frames == 52 and store.pending == 0
 
@@ -75,11 +87,60 @@ def test_the_buffer_is_bounded_and_what_it_drops_is_counted():
 
 
 def test_close_gives_up_after_the_drain_time_and_reports_what_is_left():
-    inner = FlakyStore()
+    inner, clock = FlakyStore(), FakeClock()
     inner.down = True
-    store = BufferedTrackStore(inner, retry_s=0.05, drain_s=0.3)
+    store = BufferedTrackStore(inner, retry_s=0.05, drain_s=0.3, clock=clock, sleep=clock.sleep)
     store.put([_rec("cam:0:1", 1), _rec("cam:0:2", 1)])
-    t0 = time.monotonic()
+    start = clock.now
     store.close()
-    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert 0.3 - 1e-9 <= clock.now - start < 0.5 and clock.slept  # it waited between tries, on its clock
     assert store.undelivered == 2 and inner.attempts >= 3
+
+
+class _BlockingStore(FlakyStore):
+    """A store whose writes hang (a Redis that stopped answering) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def put(self, records):
+        self.entered.set()
+        self.release.wait(30)
+        return super().put(records)
+
+
+def test_a_write_stuck_on_the_network_does_not_stall_the_other_streams():
+    """Regression: the shared buffer held its lock across network I/O (and slept under it),
+    so during an outage every stream of a replica stalled on each retry."""
+    inner = _BlockingStore()
+    store = BufferedTrackStore(inner)
+    stuck = threading.Thread(target=store.put, args=([_rec("cam:0:1", 1, ("start",))],))
+    stuck.start()
+    assert inner.entered.wait(30)
+    other = threading.Thread(target=lambda: (store.put([_rec("hall:0:1", 1, ("start",))]), store.record("cam:0:1")))
+    other.start()
+    other.join(30)
+    try:
+        assert not other.is_alive()  # buffered and returned while the first write hangs
+        assert stuck.is_alive() and store.pending == 2
+    finally:
+        inner.release.set()
+        stuck.join(30)
+    assert store.flush(timeout_s=5.0) and inner.get("hall:0:1") is not None and inner.get("cam:0:1") is not None
+
+
+def test_a_batch_that_fails_goes_back_under_the_writes_made_while_it_was_sent():
+    inner = _BlockingStore()
+    store = BufferedTrackStore(inner, retry_s=0.0)
+    inner.down = True
+    stuck = threading.Thread(target=store.put, args=([_rec("cam:0:1", 1, ("start",))],))
+    stuck.start()
+    assert inner.entered.wait(30)
+    store.put([_rec("cam:0:1", 2, ("estimate",))])  # arrives while version 1 is on the wire
+    inner.release.set()
+    stuck.join(30)
+    assert store.pending == 1 and store.record("cam:0:1").version == 2
+    inner.down = False
+    assert store.flush(timeout_s=5.0)
+    assert [e["event"] for e in inner.events("cam")] == ["start", "estimate"] and inner.get("cam:0:1").frames == 2

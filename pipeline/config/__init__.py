@@ -12,8 +12,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from ..errors import ConfigError
-from ..urls import redact_url
-from .base import RedisUrl, Section, StreamId, check_redis_url, check_stream_id
+from ..urls import excerpt, quoted, redact_url
+from .base import MissingTypeError, RedisUrl, Section, StreamId, check_redis_url, check_stream_id, over_defaults
 from .detection import (
     CenterfaceFaceDetectorConfig,
     DetectionConfig,
@@ -161,7 +161,9 @@ def load_config(
             node[part] = node = dict(child) if isinstance(child, dict) else {}
         node[leaf] = value
     try:
-        return model.model_validate(data)
+        return model.model_validate(over_defaults(model, data))
+    except MissingTypeError as err:
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {err}") from None
     except ValidationError as err:
         raise ConfigError(_first_error(err, path, overrides or {}, flags or {})) from None
 
@@ -195,11 +197,14 @@ def _first_error(err: ValidationError, path, overrides: dict, flags: dict) -> st
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     loc = [str(p) for p in first["loc"]]
-    where = ".".join(loc)
+    where = ".".join(excerpt(part) for part in loc)  # keys come from the user's file too
+    if first["type"] == "union_tag_invalid":  # pydantic's message quotes the whole value
+        where += ".type"
+        msg = f"{quoted(first['ctx']['tag'])} is not one of {first['ctx']['expected_tags']}"
     for dotted, flag in flags.items():
         if _within(dotted.split("."), loc):
             value = overrides.get(dotted)
-            shown = repr(redact_url(value) if isinstance(value, str) else value)
+            shown = quoted(redact_url(value) if isinstance(value, str) else value)
             return f"invalid {flag} {shown}: {msg}{more}"
     return f"invalid config{f' {path}' if path else ''}: {where}: {msg}{more}"
 

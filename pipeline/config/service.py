@@ -94,3 +94,9 @@ class ApiConfig(_Section):
     check_reachable: bool = Field(True, description="refuse a stream whose host does not answer (TCP connect)")
     connect_timeout_s: float = Field(2.0, gt=0)
     retry_after_s: int = Field(10, ge=1, description="Retry-After of 503 answers")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger request bodies get 413 unread")
+
+    @field_validator("schemes")
+    @classmethod
+    def _lower_case(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(scheme.lower() for scheme in value)

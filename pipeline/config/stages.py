@@ -3,10 +3,13 @@ crops, aggregation, and the store itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 
+from ..errors import ConfigError
 from .base import RedisUrl
 from .base import Section as _Section
 
@@ -124,6 +127,9 @@ class RedisStoreConfig(_Section):
 
     type: Literal["redis"] = "redis"
     url: RedisUrl = "redis://127.0.0.1:6379/0"
+    password_file: Path | None = Field(
+        None, description="a file holding Redis's password, read on connecting (never in URLs, process lists or logs)"
+    )
     prefix: str = Field("tl", min_length=1)
     ended_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="retention of ended tracks")
     events_maxlen: int = Field(100_000, ge=1)
@@ -132,6 +138,24 @@ class RedisStoreConfig(_Section):
     retry_s: float = Field(0.25, gt=0, description="first retry delay after a failed write; doubles")
     max_retry_s: float = Field(5.0, gt=0)
     drain_s: float = Field(10.0, ge=0, description="how long the end of a run keeps trying to deliver")
+
+    def connect_url(self) -> str:
+        """The URL clients connect with: ``url``, with the password of ``password_file`` when
+        one is set. Keep it in memory; show :func:`~tracklens.pipeline.urls.redact_url` of it."""
+        if self.password_file is None:
+            return self.url
+        try:
+            password = self.password_file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read store.password_file {self.password_file}: {err.strerror}") from None
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":  # redis-py reads a socket's password from the query
+            query = "&".join(q for q in (parts.query, f"password={quote(password, safe='')}") if q)
+            return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = unquote(parts.username or "")
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 StoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discriminator="type")]

@@ -23,7 +23,9 @@ from .manifest import Sample
 from .metrics import accuracy, age_metrics, calibration, confusion_matrix, macro_f1
 from .prepare import FACE_OUTCOMES, RowCrop
 
-__all__ = ["AGE_BANDS", "CALIBRATION_BINS", "Evaluation", "Judged", "evaluate", "judge", "score"]
+__all__ = [
+    "AGE_BANDS", "CALIBRATION_BINS", "Evaluation", "Judged", "evaluate", "judge", "run_estimators", "score", "summarize",
+]  # fmt: skip
 
 AGE_BANDS: tuple[tuple[float, float, str], ...] = (
     (0, 18, "0-17"), (18, 30, "18-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 200, "60+"),
@@ -156,29 +158,53 @@ class Evaluation:
     estimates: dict[str, list[Estimate | None]]
 
 
-def evaluate(samples: list[Sample], rows: list[RowCrop], estimators: dict, min_face_px: float = 32) -> Evaluation:
-    """Run every estimator on the same crops of the valid rows.
+def run_estimators(rows: list[RowCrop], estimators: dict) -> tuple[dict[str, list[Estimate | None]], dict[str, float]]:
+    """Every estimator on the crops of the valid ``rows``: ``{name: one estimate per row, None
+    for an invalid row}`` and ``{name: seconds it took}``. Called on all rows at once or a
+    chunk at a time (then concatenate the lists and add the seconds)."""
+    valid = [i for i, r in enumerate(rows) if r.crop is not None]
+    by_row: dict[str, list[Estimate | None]] = {}
+    seconds: dict[str, float] = {}
+    for name, estimator in estimators.items():
+        start = time.perf_counter()
+        estimates = estimator.estimate([rows[i].crop for i in valid]) if valid else []
+        seconds[name] = time.perf_counter() - start
+        if len(estimates) != len(valid):
+            raise RuntimeError(f"estimator {name} returned {len(estimates)} estimates for {len(valid)} crops")
+        by_row[name] = [None] * len(rows)
+        for i, est in zip(valid, estimates):
+            by_row[name][i] = est
+    return by_row, seconds
 
-    Each report also counts the manifest's rows, lists its invalid rows with their reason
-    (rows whose image cannot be read or whose boxes are not inside the image), and counts how
-    the valid rows' faces were found (``face_outcomes``, keys :data:`.prepare.FACE_OUTCOMES`).
+
+def summarize(
+    samples: list[Sample], rows: list[RowCrop], estimates: dict[str, list[Estimate | None]], seconds: dict[str, float],
+    min_face_px: float = 32,
+) -> Evaluation:  # fmt: skip
+    """The reports of the estimates :func:`run_estimators` made for ``rows`` (one per sample).
+
+    Each report also counts the rows, lists the invalid ones with their reason (rows whose
+    image cannot be read or whose boxes are not inside the image), and counts how the valid
+    rows' faces were found (``face_outcomes``, keys :data:`.prepare.FACE_OUTCOMES`).
     """
     if len(samples) != len(rows):
         raise ValueError(f"{len(samples)} samples but {len(rows)} prepared rows")
     valid = [i for i, r in enumerate(rows) if r.crop is not None]
     invalid = [{"row": samples[i].where or str(samples[i].image), "reason": r.invalid} for i, r in enumerate(rows) if r.crop is None]
     outcomes = Counter(rows[i].face for i in valid)
-    reports, by_row = {}, {}
-    for name, estimator in estimators.items():
-        start = time.perf_counter()
-        estimates = estimator.estimate([rows[i].crop for i in valid]) if valid else []
-        if len(estimates) != len(valid):
-            raise RuntimeError(f"estimator {name} returned {len(estimates)} estimates for {len(valid)} crops")
-        report = score([samples[i] for i in valid], estimates, time.perf_counter() - start, min_face_px)
+    reports = {}
+    for name, per_row in estimates.items():
+        report = score([samples[i] for i in valid], [per_row[i] for i in valid], seconds[name], min_face_px)
         reports[name] = {
             "rows": len(samples), "invalid_rows": invalid, "face_outcomes": {k: outcomes[k] for k in FACE_OUTCOMES}, **report,
         }  # fmt: skip
-        by_row[name] = [None] * len(rows)
-        for i, est in zip(valid, estimates):
-            by_row[name][i] = est
-    return Evaluation(reports, by_row)
+    return Evaluation(reports, estimates)
+
+
+def evaluate(samples: list[Sample], rows: list[RowCrop], estimators: dict, min_face_px: float = 32) -> Evaluation:
+    """Run every estimator on the same crops of the valid rows and report (see
+    :func:`run_estimators` and :func:`summarize`)."""
+    if len(samples) != len(rows):
+        raise ValueError(f"{len(samples)} samples but {len(rows)} prepared rows")
+    estimates, seconds = run_estimators(rows, estimators)
+    return summarize(samples, rows, estimates, seconds, min_face_px)

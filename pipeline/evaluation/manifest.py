@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..types import EXPRESSIONS
+from ..urls import quoted
 
 __all__ = ["Sample", "load_manifest"]
 
@@ -49,11 +50,11 @@ def _box(value, name: str, where: str) -> np.ndarray | None:
             value = json.loads(value) if value.strip().startswith("[") else value.replace(",", " ").split()
         box = np.asarray([float(v) for v in value], np.float64)
     except (TypeError, ValueError, json.JSONDecodeError):
-        raise InputError(f"{where}: {name} {given!r} is not four numbers x0 y0 x1 y1") from None
+        raise InputError(f"{where}: {name} {quoted(given)} is not four numbers x0 y0 x1 y1") from None
     if box.shape != (4,) or not np.isfinite(box).all():
-        raise InputError(f"{where}: {name} {given!r} is not four numbers x0 y0 x1 y1")
+        raise InputError(f"{where}: {name} {quoted(given)} is not four numbers x0 y0 x1 y1")
     if not (box[2] > box[0] and box[3] > box[1]):
-        raise InputError(f"{where}: {name} needs x0 y0 x1 y1 with x1 > x0 and y1 > y0, got {given!r}")
+        raise InputError(f"{where}: {name} needs x0 y0 x1 y1 with x1 > x0 and y1 > y0, got {quoted(given)}")
     return box.astype(np.float32)
 
 
@@ -65,9 +66,9 @@ def _age(value, where: str) -> float | None:
             raise ValueError
         age = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: age {value!r} is not a number of years") from None
+        raise InputError(f"{where}: age {quoted(value)} is not a number of years") from None
     if not (math.isfinite(age) and 0 <= age <= 120):
-        raise InputError(f"{where}: age {value!r} is not a plausible age in years (0-120)")
+        raise InputError(f"{where}: age {quoted(value)} is not a plausible age in years (0-120)")
     return age
 
 
@@ -75,7 +76,7 @@ def _label(value, name: str, allowed: tuple[str, ...], where: str) -> str | None
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str) or value not in allowed:
-        raise InputError(f"{where}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+        raise InputError(f"{where}: {name} must be one of {', '.join(allowed)}, got {quoted(value)}")
     return value
 
 
@@ -84,7 +85,7 @@ def _sample(row: dict, root: Path, where: str) -> Sample:
         raise InputError(f"{where}: a row must be a JSON object with an image field")
     unknown = sorted(set(row) - _FIELDS - {None})
     if unknown:
-        raise InputError(f"{where}: unknown field {unknown[0]!r}; fields are {', '.join(sorted(_FIELDS))}")
+        raise InputError(f"{where}: unknown field {quoted(unknown[0])}; fields are {', '.join(sorted(_FIELDS))}")
     if None in row:  # csv.DictReader puts extra cells under None
         raise InputError(f"{where}: more cells than the header has columns")
     image = row.get("image")
@@ -105,14 +106,16 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = []
     try:
         if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as fh:
+            # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte order mark, which
+            # would otherwise stick to the first column's name and hide the header
+            with open(path, newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
                 if not reader.fieldnames or "image" not in reader.fieldnames:
                     raise InputError(f"{path}:1: the header needs an image column (image,face_box,body_box,age,gender,expression)")
                 for n, row in enumerate(reader, start=2):
                     rows.append((f"{path}:{n}", row))
         elif path.suffix.lower() in (".jsonl", ".ndjson"):
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
                 if line.strip():
                     try:
                         rows.append((f"{path}:{n}", json.loads(line)))

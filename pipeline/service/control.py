@@ -5,14 +5,30 @@ and renew those leases; the owner of a stream publishes its status and saves its
 snapshot now and then, so that when it dies another replica takes over where it was. The API
 answers from here, never from the replica that owns a stream.
 
+**Fencing.** Every claim draws a token from the stream's counter (``fence:{id}``). An owner's
+writes (status, snapshot, job result, and its track records, see
+:class:`~tracklens.pipeline.store.base.Fence`) are Lua scripts that apply only while that
+counter still holds the owner's token: once another replica has claimed the stream, a paused or
+partitioned ex-owner can no longer overwrite anything, whatever its clock says. A lease that
+lapsed while nobody claimed the stream (a Redis outage longer than a lease) is renewed in place
+by its holder, since its token is still the latest.
+
+**Generations.** Each added stream gets a fresh ``generation``: a stream deleted and added again
+under the same name is a new stream, and the worker of the old one stops.
+
+**Time** of leases and heartbeats is Redis's own (``TIME``), so replicas on machines whose clocks
+differ agree; tests pass a ``clock`` to move it without sleeping.
+
 Keys, under the store's prefix (default ``tl``)::
 
     tl:ctl:streams              hash  id -> StreamSpec JSON: what should be running
-    tl:ctl:jobs                 hash  id -> StreamSpec JSON of every file job (kept)
-    tl:ctl:lease:{id}           string owner, expiring (PX)
-    tl:ctl:replica:{owner}      string, expiring: the ingest replicas alive
+    tl:ctl:job:{id}             string StreamSpec JSON of a file job (expires after its end)
+    tl:ctl:joblist              sorted set of job ids by creation time
+    tl:ctl:lease:{id}           hash  owner, token, expires (ms)
+    tl:ctl:fence:{id}           counter: the token of the stream's latest claim
+    tl:ctl:replicas             sorted set: ingest replicas by heartbeat expiry (ms)
     tl:ctl:status:{id}          string StreamStatus JSON (expires unless refreshed)
-    tl:ctl:snapshot:{id}        string perception snapshot JSON
+    tl:ctl:snapshot:{id}        string Snapshot JSON: generation, token, perception state
     tl:ctl:result:{id}          string JobResult JSON
     tl:ctl:face:{track}         string JPEG of a track's best face (only if switched on; expires)
     tl:ctl:metrics              hash  counters (crops routed per source, latency buckets)
@@ -21,30 +37,98 @@ Keys, under the store's prefix (default ``tl``)::
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import check_stream_id
 from ..errors import StoreError, StoreUnavailableError
+from ..store import Fence
 from ..urls import redact_url
 
-__all__ = ["LATENCY_BUCKETS_S", "ControlPlane", "JobResult", "StreamOptions", "StreamSpec", "StreamStatus", "new_id"]
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "ControlPlane",
+    "JobResult",
+    "Snapshot",
+    "StreamOptions",
+    "StreamSpec",
+    "StreamStatus",
+    "new_id",
+]
 
 #: Upper bounds of the frame -> estimate latency histogram, seconds.
 LATENCY_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _LATENCY_SAMPLES = 20_000
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+# Every script takes the time as its last argument: milliseconds, or -1 for Redis's own clock.
+_NOW = """
+local function now_ms(arg)
+  local t = tonumber(arg)
+  if t >= 0 then return t end
+  local r = redis.call('TIME')
+  return tonumber(r[1]) * 1000 + math.floor(tonumber(r[2]) / 1000)
+end
 """
+# KEYS: lease, fence; ARGV: owner, lease ms, now -> the new token, or 0 while another holds it
+_CLAIM = _NOW + """
+local now = now_ms(ARGV[3])
+if tonumber(redis.call('HGET', KEYS[1], 'expires') or '0') > now then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', token, 'expires', now + tonumber(ARGV[2]))
+return token
+"""
+# KEYS: lease, fence; ARGV: owner, token, lease ms, now -> 1 while nobody claimed since token
+_RENEW = _NOW + """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', ARGV[2], 'expires', now_ms(ARGV[4]) + tonumber(ARGV[3]))
+return 1
+"""
+# KEYS: fence, then keys to delete; ARGV: token
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"""
+# KEYS: fence, target; ARGV: token, value, px (0: no expiry)
+_FENCED_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) else redis.call('SET', KEYS[2], ARGV[2]) end
+return 1
+"""
+# KEYS: fence, result, status, streams, job spec, snapshot; ARGV: token, result, status, px, id
+_FINISH_JOB = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('HDEL', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
+redis.call('DEL', KEYS[6])
+return 1
+"""
+# KEYS: streams, job spec, job list; ARGV: id, spec JSON, created_at, is a job -> 0 if the id is taken
+_ADD = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+end
+return 1
+"""
+# KEYS: replicas; ARGV: owner, ttl ms, now -> replicas alive
+_HEARTBEAT = _NOW + """
+local now = now_ms(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"""
+# KEYS: replicas; ARGV: now -> replicas alive
+_ALIVE = _NOW + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms(ARGV[1]), '+inf')
 """
 
 
@@ -68,7 +152,8 @@ class StreamSpec(_Model):
     """What should run: a live stream (until deleted) or a file job (until its end).
 
     ``url`` is kept as given, credentials included (the ingest needs them); everything shown
-    to clients goes through :meth:`public`.
+    to clients goes through :meth:`public`. ``generation`` is set by :meth:`ControlPlane.add`:
+    a stream deleted and added again under the same id is another generation.
     """
 
     id: str
@@ -77,9 +162,10 @@ class StreamSpec(_Model):
     name: str | None = None
     options: StreamOptions = StreamOptions()
     created_at: float = Field(default_factory=time.time)
+    generation: str = ""
 
     def public(self) -> dict:
-        return {**self.model_dump(), "url": redact_url(self.url)}
+        return {**self.model_dump(exclude={"generation"}), "url": redact_url(self.url)}
 
 
 class StreamStatus(_Model):
@@ -87,7 +173,8 @@ class StreamStatus(_Model):
 
     id: str
     kind: Literal["stream", "job"] = "stream"
-    state: str = Field("pending", description="pending, connecting, live, reconnecting, running, done, failed, stopped")
+    generation: str = Field("", description="the generation of the spec it describes (not shown by the API)")
+    state: str = Field("pending", description="pending, connecting, live, reconnecting, running, done, failed, stopped, cancelled")
     owner: str | None = None
     fps: float = Field(0.0, description="frames analysed per second, recently")
     frames_decoded: int = 0
@@ -106,28 +193,53 @@ class StreamStatus(_Model):
 class JobResult(_Model):
     """The end of a file job."""
 
-    state: Literal["done", "failed", "stopped"]
+    state: Literal["done", "failed", "stopped", "cancelled"]
     tracks: int = 0
     frames: int = 0
     seconds: float = 0.0
     error: str | None = None
 
 
+class Snapshot(_Model):
+    """A stream's saved perception state, with the generation and the claim token of the
+    owner that saved it (a snapshot of another generation is never restored)."""
+
+    generation: str
+    token: int
+    state: dict
+
+
 class ControlPlane:
     """See the module docstring. Every failure to reach Redis raises
-    :class:`StoreUnavailableError`, other Redis errors :class:`StoreError`."""
+    :class:`StoreUnavailableError`, other Redis errors :class:`StoreError`.
 
-    def __init__(self, url: str, prefix: str = "tl", timeout_s: float = 3.0) -> None:
+    Args:
+        url: the Redis URL.
+        prefix: the store's key prefix.
+        timeout_s: connect and read timeout of one call.
+        clock: seconds since the epoch for leases and heartbeats; None: Redis's own clock.
+    """
+
+    def __init__(self, url: str, prefix: str = "tl", timeout_s: float = 3.0, clock: Callable[[], float] | None = None) -> None:
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
         self.shown = redact_url(url)
+        self.prefix = prefix
         self._p = f"{prefix}:ctl"
+        self._clock = clock
         retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
         self.client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=retry)
-        self._renew = self.client.register_script(_RENEW)
-        self._release = self.client.register_script(_RELEASE)
+        script = self.client.register_script
+        self._claim, self._renew, self._release = script(_CLAIM), script(_RENEW), script(_RELEASE)
+        self._fenced_set, self._finish_job, self._add = script(_FENCED_SET), script(_FINISH_JOB), script(_ADD)
+        self._heartbeat, self._alive = script(_HEARTBEAT), script(_ALIVE)
+
+    @classmethod
+    def from_config(cls, store, clock: Callable[[], float] | None = None) -> ControlPlane:
+        """The control plane of a ``store`` config section (:class:`RedisStoreConfig`)."""
+        return cls(store.connect_url(), store.prefix, store.timeout_s, clock)
 
     def _call(self, fn, *args, **kwargs):
         import redis
@@ -139,6 +251,12 @@ class ControlPlane:
         except redis.RedisError as err:
             raise StoreError(f"Redis at {self.shown} failed: {str(err).splitlines()[0]}") from None
 
+    def _now_ms(self) -> int:
+        return -1 if self._clock is None else int(self._clock() * 1000)
+
+    def _k(self, part: str, stream_id: str) -> str:
+        return f"{self._p}:{part}:{stream_id}"
+
     def ping(self) -> None:
         self._call(self.client.ping)
 
@@ -147,17 +265,17 @@ class ControlPlane:
 
     # -- desired state ------------------------------------------------------------------------
 
-    def add(self, spec: StreamSpec) -> bool:
-        """Ask for ``spec`` to run; False when its id is taken."""
+    def add(self, spec: StreamSpec) -> StreamSpec | None:
+        """Ask for ``spec`` to run, as a new generation; the stored spec, or None when its id
+        is taken (by a stream, or by a job still on record)."""
         check_stream_id(spec.id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hsetnx(f"{self._p}:streams", spec.id, spec.model_dump_json())
-        if spec.kind == "job":
-            pipe.hsetnx(f"{self._p}:jobs", spec.id, spec.model_dump_json())
-        return bool(self._call(pipe.execute)[0])
+        spec = spec.model_copy(update={"generation": uuid.uuid4().hex[:12]})
+        keys = [f"{self._p}:streams", self._k("job", spec.id), f"{self._p}:joblist"]
+        args = [spec.id, spec.model_dump_json(), spec.created_at, "1" if spec.kind == "job" else "0"]
+        return spec if self._call(self._add, keys=keys, args=args) else None
 
     def remove(self, stream_id: str) -> bool:
-        """Stop asking for a stream to run (its owner ends it); False if it was not running."""
+        """Stop asking for a stream or job to run (its owner ends it); False if it was not running."""
         return bool(self._call(self.client.hdel, f"{self._p}:streams", stream_id))
 
     def specs(self) -> dict[str, StreamSpec]:
@@ -169,76 +287,103 @@ class ControlPlane:
         return None if raw is None else StreamSpec.model_validate_json(raw)
 
     def job(self, job_id: str) -> StreamSpec | None:
-        raw = self._call(self.client.hget, f"{self._p}:jobs", job_id)
+        """A file job on record: running, or ended less than its retention ago."""
+        raw = self._call(self.client.get, self._k("job", job_id))
         return None if raw is None else StreamSpec.model_validate_json(raw)
 
-    # -- leases ---------------------------------------------------------------------------------
+    def jobs(self) -> list[StreamSpec]:
+        """Every job on record, oldest first (those whose record expired are dropped from the list)."""
+        ids = [i.decode() for i in self._call(self.client.zrange, f"{self._p}:joblist", 0, -1)]
+        raws = self._call(self.client.mget, [self._k("job", i) for i in ids]) if ids else []
+        gone = [i for i, raw in zip(ids, raws) if raw is None]
+        if gone:
+            self._call(self.client.zrem, f"{self._p}:joblist", *gone)
+        return [StreamSpec.model_validate_json(raw) for raw in raws if raw is not None]
 
-    def claim(self, stream_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self._call(self.client.set, f"{self._p}:lease:{stream_id}", owner, nx=True, px=int(lease_s * 1000)))
+    # -- leases and fencing ---------------------------------------------------------------------
 
-    def renew(self, stream_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self._call(self._renew, keys=[f"{self._p}:lease:{stream_id}"], args=[owner, int(lease_s * 1000)]))
+    def fence(self, stream_id: str, token: int) -> Fence:
+        """What an owner's track writes carry: the stream's claim counter and its token."""
+        return Fence(self._k("fence", stream_id), token)
 
-    def release(self, stream_id: str, owner: str) -> None:
-        self._call(self._release, keys=[f"{self._p}:lease:{stream_id}"], args=[owner])
+    def claim(self, stream_id: str, owner: str, lease_s: float) -> int | None:
+        """Take a stream whose lease is free or expired; its new token, or None."""
+        keys = [self._k("lease", stream_id), self._k("fence", stream_id)]
+        token = self._call(self._claim, keys=keys, args=[owner, int(lease_s * 1000), self._now_ms()])
+        return int(token) or None
+
+    def renew(self, stream_id: str, owner: str, token: int, lease_s: float) -> bool:
+        """Extend the lease while nobody has claimed the stream since ``token`` (also when it
+        lapsed meanwhile); False: another owner has it."""
+        keys = [self._k("lease", stream_id), self._k("fence", stream_id)]
+        return bool(self._call(self._renew, keys=keys, args=[owner, token, int(lease_s * 1000), self._now_ms()]))
+
+    def release(self, stream_id: str, token: int) -> None:
+        """Give the lease up (only if ``token`` still holds it)."""
+        self._call(self._release, keys=[self._k("fence", stream_id), self._k("lease", stream_id)], args=[token])
+
+    def forget(self, stream_id: str, token: int) -> None:
+        """A deleted stream's owner is done: drop its lease, status and snapshot (only if
+        ``token`` still holds it)."""
+        keys = [self._k("fence", stream_id), *(self._k(part, stream_id) for part in ("lease", "status", "snapshot"))]
+        self._call(self._release, keys=keys, args=[token])
 
     def owner(self, stream_id: str) -> str | None:
-        raw = self._call(self.client.get, f"{self._p}:lease:{stream_id}")
-        return None if raw is None else raw.decode()
+        """Who holds the stream's lease now (None: nobody, or it expired)."""
+        owner, expires = self._call(self.client.hmget, self._k("lease", stream_id), ["owner", "expires"])
+        if owner is None:
+            return None
+        now = self._clock() * 1000 if self._clock is not None else _redis_ms(self._call(self.client.time))
+        return owner.decode() if int(expires) > now else None
 
-    def heartbeat(self, owner: str, ttl_s: float) -> None:
-        """``owner`` (an ingest replica) is alive for the next ``ttl_s`` seconds."""
-        self._call(self.client.set, f"{self._p}:replica:{owner}", "1", px=int(ttl_s * 1000))
+    def heartbeat(self, owner: str, ttl_s: float) -> int:
+        """``owner`` (an ingest replica) is alive for the next ``ttl_s`` seconds; returns how
+        many replicas are alive."""
+        return int(self._call(self._heartbeat, keys=[f"{self._p}:replicas"], args=[owner, int(ttl_s * 1000), self._now_ms()]))
 
     def live_replicas(self) -> int:
-        """Ingest replicas whose heartbeat has not expired."""
-        return sum(1 for _ in self._call(self.client.scan_iter, f"{self._p}:replica:*", count=100))
+        """Ingest replicas whose heartbeat has not expired (one sorted set, not a key scan)."""
+        return int(self._call(self._alive, keys=[f"{self._p}:replicas"], args=[self._now_ms()]))
 
-    # -- status, snapshots, results ---------------------------------------------------------------
+    # -- status, snapshots, results (fenced: the owner's token must still be the latest) --------
 
-    def publish(self, status: StreamStatus, ttl_s: float | None) -> None:
-        key = f"{self._p}:status:{status.id}"
-        if ttl_s is None:
-            self._call(self.client.set, key, status.model_dump_json())
-        else:
-            self._call(self.client.set, key, status.model_dump_json(), px=int(ttl_s * 1000))
+    def publish(self, status: StreamStatus, ttl_s: float | None, token: int) -> bool:
+        """Publish an owner's status; False (nothing written) once another owner has the stream."""
+        keys = [self._k("fence", status.id), self._k("status", status.id)]
+        return bool(self._call(self._fenced_set, keys=keys, args=[token, status.model_dump_json(), int((ttl_s or 0) * 1000)]))
 
-    def status(self, stream_id: str) -> StreamStatus | None:
-        raw = self._call(self.client.get, f"{self._p}:status:{stream_id}")
-        return None if raw is None else StreamStatus.model_validate_json(raw)
+    def status(self, stream_id: str, generation: str | None = None) -> StreamStatus | None:
+        """The latest status (of ``generation`` only, when given)."""
+        raw = self._call(self.client.get, self._k("status", stream_id))
+        status = None if raw is None else StreamStatus.model_validate_json(raw)
+        return None if status is None or (generation is not None and status.generation != generation) else status
 
-    def forget(self, stream_id: str) -> None:
-        """Drop a deleted stream's status, snapshot and lease."""
-        keys = [f"{self._p}:{part}:{stream_id}" for part in ("status", "snapshot", "lease")]
-        self._call(self.client.delete, *keys)
+    def save_snapshot(self, stream_id: str, snapshot: Snapshot) -> bool:
+        """Save a stream's perception state; False (nothing written) once another owner has it."""
+        keys = [self._k("fence", stream_id), self._k("snapshot", stream_id)]
+        return bool(self._call(self._fenced_set, keys=keys, args=[snapshot.token, snapshot.model_dump_json(), 0]))
 
-    def save_snapshot(self, stream_id: str, snapshot: dict, writer: str | None = None) -> None:
-        """Save a stream's perception state; ``writer`` names the worker that saved it (see
-        :meth:`snapshot_writer`)."""
-        self._call(self.client.set, f"{self._p}:snapshot:{stream_id}", json.dumps({**snapshot, "writer": writer}))
+    def load_snapshot(self, stream_id: str, generation: str) -> Snapshot | None:
+        """The stream's latest snapshot, if it belongs to ``generation``."""
+        raw = self._call(self.client.get, self._k("snapshot", stream_id))
+        if raw is None:
+            return None
+        try:
+            snapshot = Snapshot.model_validate_json(raw)
+        except ValueError:  # saved by an older version: start afresh
+            return None
+        return snapshot if snapshot.generation == generation else None
 
-    def load_snapshot(self, stream_id: str) -> dict | None:
-        raw = self._call(self.client.get, f"{self._p}:snapshot:{stream_id}")
-        return None if raw is None else json.loads(raw)
-
-    def snapshot_writer(self, stream_id: str) -> str | None:
-        """The worker that saved the stream's latest snapshot (None when there is none)."""
-        snapshot = self.load_snapshot(stream_id)
-        return None if snapshot is None else snapshot.get("writer")
-
-    def finish_job(self, job_id: str, result: JobResult, status: StreamStatus, retention_s: float) -> None:
-        """Record a job's end (kept for ``retention_s``) and stop asking for it to run."""
-        ms = int(retention_s * 1000)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self._p}:result:{job_id}", result.model_dump_json(), px=ms)
-        pipe.set(f"{self._p}:status:{job_id}", status.model_dump_json(), px=ms)
-        pipe.hdel(f"{self._p}:streams", job_id)
-        pipe.delete(f"{self._p}:snapshot:{job_id}")
-        self._call(pipe.execute)
+    def finish_job(self, job_id: str, result: JobResult, status: StreamStatus, retention_s: float, token: int) -> bool:
+        """Record a job's end (kept for ``retention_s``, its spec too) and stop asking for it
+        to run; False (nothing written) once another owner has it."""
+        keys = [self._k("fence", job_id), self._k("result", job_id), self._k("status", job_id), f"{self._p}:streams",
+                self._k("job", job_id), self._k("snapshot", job_id)]  # fmt: skip
+        args = [token, result.model_dump_json(), status.model_dump_json(), int(retention_s * 1000), job_id]
+        return bool(self._call(self._finish_job, keys=keys, args=args))
 
     def result(self, job_id: str) -> JobResult | None:
-        raw = self._call(self.client.get, f"{self._p}:result:{job_id}")
+        raw = self._call(self.client.get, self._k("result", job_id))
         return None if raw is None else JobResult.model_validate_json(raw)
 
     def save_face(self, track: str, jpeg: bytes, ttl_s: float) -> None:
@@ -283,3 +428,8 @@ class ControlPlane:
     def latencies(self, n: int = _LATENCY_SAMPLES) -> list[float]:
         """The most recent latency samples, newest first."""
         return [float(x) for x in self._call(self.client.lrange, f"{self._p}:latency", 0, n - 1)]
+
+
+def _redis_ms(time_reply) -> float:
+    seconds, micros = time_reply
+    return int(seconds) * 1000 + int(micros) / 1000

@@ -2,10 +2,10 @@
 
 :class:`IngestNode` holds leases on up to ``max_streams`` of the desired streams and jobs in
 the control plane, renews them, starts a worker for each stream it claims, and stops the
-worker of a stream that was deleted (which ends its tracks) or whose lease it lost (which
-leaves them to the new owner). A lease that lapsed while Redis was out of reach is taken again
-in place when nobody ran the stream meanwhile (its latest snapshot is still this worker's), so
-a Redis outage longer than a lease does not restart every stream.
+worker of a stream that was deleted or replaced by a new generation (which ends its tracks)
+or whose lease it lost (which leaves them to the new owner). A lease that lapsed while Redis
+was out of reach is renewed in place when nobody claimed the stream meanwhile (its token is
+still the latest), so a Redis outage longer than a lease does not restart every stream.
 """
 
 from __future__ import annotations
@@ -66,50 +66,40 @@ class IngestNode:
             self._stop.wait(self.config.ingest.renew_s * (0.8 + 0.4 * random.random()))
 
     def tick(self) -> None:
-        """One round: drop finished workers, stop deleted streams and lost leases, renew the
-        rest, claim free streams while this replica runs fewer than its share (the desired
-        streams over the live replicas, at most ``max_streams``), so streams spread over the
-        replicas' processes and cores."""
+        """One round: drop finished workers, stop deleted streams (or those deleted and added
+        again: another generation) and lost leases, renew the rest, claim free streams while
+        this replica runs fewer than its share (the desired streams over the live replicas,
+        at most ``max_streams``), so streams spread over the replicas' processes and cores."""
         cfg = self.config.ingest
-        self.control.heartbeat(self.owner, cfg.lease_s)
+        alive = self.control.heartbeat(self.owner, cfg.lease_s)
         specs = self.control.specs()
         for stream_id, worker in list(self.workers.items()):
-            if stream_id not in specs:
-                if worker.finished.is_set():  # its end is written (deleted, or a job that completed)
+            spec = specs.get(stream_id)
+            if spec is None or spec.generation != worker.spec.generation:
+                if worker.finished.is_set():  # its end is written (deleted, cancelled, or a job that completed)
                     del self.workers[stream_id]
                     if worker.spec.kind == "stream":
-                        self.control.forget(stream_id)
+                        self.control.forget(stream_id, worker.token)
                     else:
-                        self.control.release(stream_id, self.owner)
+                        self.control.release(stream_id, worker.token)
                 else:
                     worker.stop("end")
-            elif not self.control.renew(stream_id, self.owner, cfg.lease_s):
-                if self._retake(stream_id, worker):
-                    log.info("ingest %s: took the lapsed lease of %s again (nobody ran it since)", self.owner, stream_id)
-                    continue
+            elif not self.control.renew(stream_id, self.owner, worker.token, cfg.lease_s):
                 log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
                 worker.stop("handover")
                 del self.workers[stream_id]
         free = [s for s in specs.values() if s.id not in self.workers]
         random.shuffle(free)
-        share = min(cfg.max_streams, math.ceil(len(specs) / max(1, self.control.live_replicas())))
+        share = min(cfg.max_streams, math.ceil(len(specs) / max(1, alive)))
         for spec in free:
             if sum(not w.finished.is_set() for w in self.workers.values()) >= share:
                 break
-            if self.control.claim(spec.id, self.owner, cfg.lease_s):
-                log.info("ingest %s: runs %s %s", self.owner, spec.kind, spec.id)
+            token = self.control.claim(spec.id, self.owner, cfg.lease_s)
+            if token is not None:
+                log.info("ingest %s: runs %s %s (generation %s, token %d)", self.owner, spec.kind, spec.id, spec.generation, token)
                 worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
-                                      self.owner, self.estimators)  # fmt: skip
+                                      self.owner, self.estimators, token)  # fmt: skip
                 self.workers[spec.id] = worker.start()
-
-    def _retake(self, stream_id: str, worker: StreamWorker) -> bool:
-        """Claim a lease that lapsed (Redis was out of reach longer than a lease) for the worker
-        that still runs the stream, when its latest snapshot is still this worker's: then
-        nobody else has run it since, and the worker goes on without a restart. Otherwise, or
-        when another replica holds the lease, False: the worker hands over."""
-        if worker.finished.is_set() or self.control.snapshot_writer(stream_id) != worker.token:
-            return False
-        return self.control.claim(stream_id, self.owner, self.config.ingest.lease_s)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Hand every stream over (state saved, leases released) and stop."""
@@ -120,7 +110,7 @@ class IngestNode:
         for stream_id, worker in self.workers.items():
             worker.join(timeout_s)
             try:
-                self.control.release(stream_id, self.owner)
+                self.control.release(stream_id, worker.token)
             except StoreError:
                 pass
         self.workers.clear()

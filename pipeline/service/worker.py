@@ -3,9 +3,13 @@ track book (see :mod:`.ingest` for who starts and stops it).
 
 A worker never waits for estimates: it hands crop batches to ``submit`` and takes the answers
 from its inbox on the next step, whenever they come. Every ``snapshot_s`` it saves its
-perception state, named by its ``token``, so the replica that takes a stream over goes on with
-the same track keys; tracks open in Redis that the snapshot no longer knows are ended then, so
-none stays ``active`` forever.
+perception state, so the replica that takes a stream over goes on with the same track keys;
+tracks open in Redis that the snapshot no longer knows are ended then, so none stays
+``active`` forever.
+
+Every write of a worker (tracks, status, snapshots, a job's result) carries the ``token`` of
+its claim: once another replica has claimed the stream, the store refuses them, and the worker
+stops at its next control-plane write without writing anything more.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 from ..config import ServeConfig
@@ -22,10 +25,10 @@ from ..detectors import Detector
 from ..errors import StoreError, TracklensError
 from ..perception import Perception
 from ..sources import FileSource, LiveSource, file_path, probe
-from ..store import TrackRecord, TrackStore
+from ..store import FencedStore, TrackRecord, TrackStore
 from ..trackbook import TrackBook
 from ..types import Crop, Estimate, Frame
-from .control import ControlPlane, JobResult, StreamSpec, StreamStatus
+from .control import ControlPlane, JobResult, Snapshot, StreamSpec, StreamStatus
 
 __all__ = ["StreamWorker", "Submit"]
 
@@ -49,6 +52,7 @@ class StreamWorker:
         submit: how crops get estimated.
         owner: this process's id (in statuses).
         estimators: ``mllm+specialist`` or ``specialist only``, for the status.
+        token: the claim this worker runs under (:meth:`ControlPlane.claim`).
     """
 
     def __init__(
@@ -61,31 +65,34 @@ class StreamWorker:
         submit: Submit,
         owner: str,
         estimators: str,
+        token: int,
     ) -> None:
         self.spec, self.config = spec, config
         self.person, self.face = detectors
-        self.store, self.control, self.submit = store, control, submit
+        self.token = token
+        self.store = FencedStore(store, control.fence(spec.id, token))
+        self.control, self.submit = control, submit
         self.owner, self.estimators = owner, estimators
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.finished = threading.Event()
-        self._mode: str | None = None  # "end" (deleted) or "handover" (lease lost, shutdown)
+        self._mode: str | None = None  # "end" (deleted), "handover" (lease lost, shutdown), "fenced" (another owner has it)
         self._source = None
-        self._status = StreamStatus(id=spec.id, kind=spec.kind, state="connecting", owner=owner, estimators=estimators)
+        self._status = StreamStatus(id=spec.id, kind=spec.kind, generation=spec.generation, state="connecting", owner=owner,
+                                    estimators=estimators)  # fmt: skip
         self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
         self._tracks_written = 0  # tracks whose end was written (a job's result)
         self.perception: Perception | None = None
         self.book: TrackBook | None = None
         self._control_down = False
-        self.token = uuid.uuid4().hex  # names this worker's snapshots (IngestNode.tick)
 
     def start(self) -> StreamWorker:
         self._thread.start()
         return self
 
     def stop(self, mode: str) -> None:
-        """``end``: end every track and write them (the stream was deleted); ``handover``:
-        save the state and leave the tracks to the next owner."""
+        """``end``: end every track and write them (the stream was deleted, or the job
+        cancelled); ``handover``: save the state and leave the tracks to the next owner."""
         self._mode = self._mode or mode
         source = self._source
         if isinstance(source, LiveSource):
@@ -115,9 +122,9 @@ class StreamWorker:
         try:
             if self.spec.kind == "job":
                 self.control.finish_job(self.spec.id, JobResult(state="failed", error=error), self._status,
-                                        self.config.store.ended_ttl_s)  # fmt: skip
+                                        self.config.store.ended_ttl_s, self.token)  # fmt: skip
             else:
-                self.control.publish(self._status, ttl_s=None)
+                self.control.publish(self._status, None, self.token)
         except StoreError as err:
             log.warning("stream %s: could not record the failure: %s", self.spec.id, err)
 
@@ -136,7 +143,8 @@ class StreamWorker:
         cfg = self.config
         started = time.monotonic()
         self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
-        snapshot = self.control.load_snapshot(self.spec.id)
+        saved = self.control.load_snapshot(self.spec.id, self.spec.generation)
+        snapshot = None if saved is None else saved.state
         epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
         perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
         book = TrackBook(self.spec.id, cfg.aggregation, self.store, end_grace_s=cfg.ingest.end_grace_s)
@@ -160,20 +168,23 @@ class StreamWorker:
                 self._publish()
                 next_status = now + cfg.ingest.status_s
             if now >= next_snapshot:
-                self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
+                self._save_snapshot()
                 next_snapshot = now + cfg.ingest.snapshot_s
+        if self._mode == "fenced":
+            log.warning("stream %s: another replica has claimed it; this worker stops without writing more", self.spec.id)
+            return
         if self._mode == "handover":
             self._settle()
-            self._quietly(self.control.save_snapshot, self.spec.id, perception.snapshot(), self.token)
+            self._save_snapshot()
             return
         self._end_all()
         if self.spec.kind == "job":
-            state = "failed" if source.error else "done"
+            state = "cancelled" if self._mode == "end" else "failed" if source.error else "done"
             self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
                                                            "last_error": source.error, "updated_at": time.time()})  # fmt: skip
             result = JobResult(state=state, tracks=self._tracks_written, frames=self._status.frames_analysed,
                                seconds=round(time.monotonic() - started, 2), error=source.error)  # fmt: skip
-            self.control.finish_job(self.spec.id, result, self._status, cfg.store.ended_ttl_s)
+            self._quietly(self.control.finish_job, self.spec.id, result, self._status, cfg.store.ended_ttl_s, self.token)
         elif self._mode is None:  # the live source gave up
             self._fail(source.error or "the stream ended")
 
@@ -282,17 +293,24 @@ class StreamWorker:
         if state is not None:
             update["state"] = state
         self._status = status.model_copy(update=update)
-        self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s)
+        self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s, self.token)
+
+    def _save_snapshot(self) -> None:
+        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.perception.snapshot())
+        self._quietly(self.control.save_snapshot, self.spec.id, snapshot)
 
     def _quietly(self, call, *args) -> None:
-        """A control-plane write (status, snapshot, metrics) that may fail while Redis is down:
-        the stream goes on (its track writes are buffered by the store) and the next period
-        writes again; the outage is logged once."""
+        """A control-plane write (status, snapshot, result, metrics) that may fail while Redis
+        is down: the stream goes on (its track writes are buffered by the store) and the next
+        period writes again; the outage is logged once. A fenced write that was refused
+        (``False``: another replica has claimed the stream) stops the worker."""
         try:
-            call(*args)
+            written = call(*args)
         except StoreError as err:
             if not self._control_down:
                 log.warning("stream %s: %s; status and snapshots wait for Redis", self.spec.id, err)
             self._control_down = True
         else:
             self._control_down = False
+            if written is False:
+                self._mode = "fenced"

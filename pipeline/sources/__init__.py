@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..errors import InputError
-from ..urls import redact_url
+from ..urls import excerpt, shown_url
 from .base import FpsCap, FrameSource
 from .file import FileSource, probe
 from .live import LIVE_SCHEMES, LiveSource, LiveStats
@@ -51,10 +51,10 @@ def file_path(uri: str | Path) -> Path:
         return Path(str(uri))
     if scheme == "file":
         return Path(unquote(urlsplit(str(uri)).path))
-    shown = redact_url(str(uri))
+    shown = shown_url(str(uri))
     if scheme in LIVE_SCHEMES:
         raise InputError(f"{shown} is a live stream, not a file")
-    raise InputError(f"{shown}: unknown scheme {scheme}://; give a video file or a live stream ({', '.join(LIVE_SCHEMES)})")
+    raise InputError(f"{shown}: unknown scheme {excerpt(scheme, 20)}://; give a video file or a live stream ({', '.join(LIVE_SCHEMES)})")
 
 
 def open_source(uri: str | Path, stream: str = "video", fps: float | None = 10.0, live=None) -> FrameSource:

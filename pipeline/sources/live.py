@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from ..config import LiveSourceConfig
 from ..errors import InputError
 from ..types import Frame
-from ..urls import redact_url
-from .base import FpsCap
+from ..urls import parse_url, shown_url
+from .base import FpsCap, upright
 
 __all__ = ["LIVE_SCHEMES", "LiveSource", "LiveStats"]
 
@@ -68,15 +68,19 @@ class LiveSource:
     """A :class:`~.base.FrameSource` over a live URL; see the module docstring.
 
     Args:
-        url: ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http(s)://`` ...
+        url: ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http(s)://`` ... (checked by
+            :func:`~tracklens.pipeline.urls.parse_url`; the scheme compared in any case)
         stream: stream id given to the frames.
         fps: analysis rate cap (None: every decoded frame is offered).
         config: timeouts, reconnect backoff, queue size.
+
+    Raises:
+        InputError: the URL is malformed (nothing is connected to then).
     """
 
     def __init__(self, url: str, stream: str = "video", fps: float | None = 10.0, config: LiveSourceConfig | None = None) -> None:
-        self.url = url
-        self.shown = redact_url(url)
+        self.url = parse_url(url, LIVE_SCHEMES, "stream URL")  # before anything connects: see pipeline/urls.py
+        self.shown = shown_url(self.url)
         self.stream = stream
         self.config = config or LiveSourceConfig()
         self._fps = fps
@@ -167,9 +171,11 @@ class LiveSource:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop, and wait for the decode thread to end."""
+        """Stop, wait for the decode thread to end, and let go of the frames still queued."""
         self.stop()
         self._thread.join(timeout=self.config.read_timeout_s + 2.0)
+        with self._cond:
+            self._queue.clear()  # up to queue_frames frames (2.7 MB each at 720p), held as long as the source object
 
     def __enter__(self) -> LiveSource:
         return self
@@ -233,7 +239,7 @@ class LiveSource:
     def _open(self, av):
         cfg = self.config
         options = {"analyzeduration": str(int(cfg.probe_s * 1e6)), "probesize": "500000"}
-        if self.url.lower().startswith(("rtsp://", "rtsps://")):
+        if self.url.startswith(("rtsp://", "rtsps://")):
             options.update(rtsp_transport=cfg.rtsp_transport, timeout=str(int(cfg.read_timeout_s * 1e6)))
         container = av.open(self.url, options=options, timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
         if not container.streams.video:
@@ -261,7 +267,7 @@ class LiveSource:
                 self._set(state="live")  # last_error stays: the status shows what the last outage was
             if not cap.keep(time.monotonic()):
                 continue
-            image = frame.to_ndarray(format="rgb24")
+            image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)  # a camera mounted on its side
             with self._cond:
                 if len(self._queue) == self._queue.maxlen:
                     self._stats.frames_dropped += 1  # analysis fell behind: the oldest goes

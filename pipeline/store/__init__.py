@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from .base import TrackRecord, TrackStore
+from .base import Fence, FencedStore, TrackRecord, TrackStore
 from .buffered import BufferedTrackStore, DeliveryStats
 from .memory import MemoryTrackStore
 
 __all__ = [
     "BufferedTrackStore",
     "DeliveryStats",
+    "Fence",
+    "FencedStore",
     "MemoryTrackStore",
     "RedisTrackStore",
     "TrackRecord",
@@ -27,7 +29,7 @@ def build_store(config) -> TrackStore:
     if config.type == "redis":
         from .redis import RedisTrackStore
 
-        inner = RedisTrackStore(config.url, config.prefix, config.ended_ttl_s, config.events_maxlen, config.timeout_s)
+        inner = RedisTrackStore(config.connect_url(), config.prefix, config.ended_ttl_s, config.events_maxlen, config.timeout_s)
         return BufferedTrackStore(inner, config.max_pending_tracks, config.retry_s, config.max_retry_s, config.drain_s)
     return MemoryTrackStore()
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..summary import TrackSummary
 
-__all__ = ["TrackRecord", "TrackStore"]
+__all__ = ["Fence", "FencedStore", "TrackRecord", "TrackStore"]
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A stream owner's right to write: the Redis key holding the token of the stream's latest
+    claim, and the token this owner got. A write whose token is no longer the latest (another
+    replica has claimed the stream since) is refused by the store and counted."""
+
+    key: str
+    token: int
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,8 @@ class TrackRecord:
         events: what happened since the track's previous write (``start``, ``estimate``,
             ``end``), in order, appended to the stream's event log; empty for silent
             refreshes. A write that supersedes unsent ones carries their events too.
+        fence: the writer's claim on the stream (the service's owners); None: unfenced
+            (a one-shot run, the only writer).
     """
 
     key: str
@@ -32,6 +44,7 @@ class TrackRecord:
     summary: TrackSummary
     state: dict
     events: tuple[str, ...] = ()
+    fence: Fence | None = None
 
     @property
     def ended(self) -> bool:
@@ -45,7 +58,7 @@ class TrackRecord:
         for event in self.events:
             if not (event == "estimate" and events and events[-1] == "estimate"):  # one estimate event stands for a run of them
                 events.append(event)
-        return TrackRecord(self.key, self.stream, self.version, self.summary, self.state, tuple(events))
+        return replace(self, events=tuple(events))
 
 
 class TrackStore(Protocol):
@@ -76,3 +89,32 @@ class TrackStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class FencedStore:
+    """One stream owner's view of a shared store: every record it writes carries its
+    :class:`Fence`; reads pass through. Closing it leaves the shared store open."""
+
+    def __init__(self, inner: TrackStore, fence: Fence) -> None:
+        self.inner, self.fence = inner, fence
+
+    def next_epoch(self, stream: str) -> int:
+        return self.inner.next_epoch(stream)
+
+    def put(self, records: list[TrackRecord]) -> int:
+        return self.inner.put([replace(r, fence=self.fence) for r in records])
+
+    def get(self, key: str) -> TrackSummary | None:
+        return self.inner.get(key)
+
+    def record(self, key: str) -> TrackRecord | None:
+        return self.inner.record(key)
+
+    def tracks(self, stream: str) -> list[TrackSummary]:
+        return self.inner.tracks(stream)
+
+    def events(self, stream: str, count: int = 100) -> list[dict]:
+        return self.inner.events(stream, count)
+
+    def close(self) -> None:
+        pass

@@ -9,7 +9,10 @@ Keys, under a configurable prefix (default ``tl``)::
 
 Each record is written by one Lua script, so the hash, the index and the events change
 together or not at all, and a version not newer than the stored one changes nothing: a
-retried write neither goes back in time nor duplicates its events.
+retried write neither goes back in time nor duplicates its events. A record with a
+:class:`~.base.Fence` is refused (and counted in :attr:`RedisTrackStore.refused`) once its
+token is no longer the stream's latest claim: a stale owner cannot overwrite the new owner's
+tracks.
 
 Failures raise :class:`StoreUnavailableError` when the server cannot be reached for now
 (refused or lost connection, timeout, still loading its data) and :class:`StoreError`
@@ -19,6 +22,7 @@ otherwise; :class:`~.buffered.BufferedTrackStore` keeps writes through the first
 from __future__ import annotations
 
 import json
+import logging
 
 from ..errors import StoreError, StoreUnavailableError
 from ..summary import TrackSummary
@@ -27,12 +31,18 @@ from .base import TrackRecord
 
 __all__ = ["RedisTrackStore"]
 
+log = logging.getLogger(__name__)
+
+# KEYS: track, stream index, stream events, fence (or any key when unfenced);
+# ARGV: version, summary, state, key, first_seen, ended, ttl, events maxlen, token ('' = unfenced), events...
+# Returns 1 applied, 0 stale version (ignored), -1 refused: another owner has claimed the stream.
 _PUT = """
+if ARGV[9] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[9] then return -1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 if current >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'summary', ARGV[2], 'state', ARGV[3])
 redis.call('ZADD', KEYS[2], 'NX', ARGV[5], ARGV[4])
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'track', ARGV[4], 'version', ARGV[1], 'event', ARGV[i])
 end
 if ARGV[6] == '1' then redis.call('EXPIRE', KEYS[1], ARGV[7]) else redis.call('PERSIST', KEYS[1]) end
@@ -64,6 +74,7 @@ class RedisTrackStore:
         self._prefix = prefix
         self._ttl = ended_ttl_s
         self._maxlen = events_maxlen
+        self.refused = 0  # writes refused by their fence (a stale owner's)
         # redis-py's default retries (10, backoff up to 1 s) would stall the pipeline for
         # seconds on every write while the server is down; outages are handled a layer up.
         retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1)
@@ -95,7 +106,8 @@ class RedisTrackStore:
             return 0
         pipe = self._client.pipeline(transaction=False)
         for rec in records:
-            keys = [self._k("track", rec.key), self._k("stream", rec.stream, "tracks"), self._k("stream", rec.stream, "events")]
+            events = self._k("stream", rec.stream, "events")
+            keys = [self._k("track", rec.key), self._k("stream", rec.stream, "tracks"), events, rec.fence.key if rec.fence else events]
             args = [
                 rec.version,
                 rec.summary.model_dump_json(),
@@ -105,10 +117,17 @@ class RedisTrackStore:
                 "1" if rec.ended else "0",
                 self._ttl,
                 self._maxlen,
+                "" if rec.fence is None else rec.fence.token,
                 *rec.events,
             ]
             self._put(keys=keys, args=args, client=pipe)
-        return sum(int(x) for x in self._call(pipe.execute))
+        outcomes = [int(x) for x in self._call(pipe.execute)]
+        refused = [rec.key for rec, x in zip(records, outcomes) if x < 0]
+        if refused:
+            self.refused += len(refused)
+            log.warning("refused %d track writes from a stale owner (another replica claimed the stream): %s",
+                        len(refused), ", ".join(refused[:5]))  # fmt: skip
+        return sum(x > 0 for x in outcomes)
 
     def get(self, key: str) -> TrackSummary | None:
         raw = self._call(self._client.hget, self._k("track", key), "summary")
