@@ -50,12 +50,14 @@ test: setup system models
 serve: models
 	$(TL) serve
 
-# The pipeline side by side (tracklens bench), the face detectors, then the live service (~20 min:
+# The pipeline side by side (tracklens bench), the face detectors, an ingest process's memory as
+# streams come and go (~5 min), then the live service (~20 min:
 # its memory run lasts BENCH_MINUTES); results in bench/results/.
 BENCH_MINUTES ?= 10
 bench: models system $(SAMPLE)
 	$(TL) bench --video $(SAMPLE) --out bench/results
 	$(PY) bench/face_detectors.py --video $(SAMPLE) --out bench/results/face_detectors.json
+	$(PY) bench/ingest_memory.py --speed --out bench/results/ingest_memory.json
 	$(PY) bench/service.py --minutes $(BENCH_MINUTES) --out bench/results/service.json
 
 clean:

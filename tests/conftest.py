@@ -184,3 +184,17 @@ def api_app(redis_url, tmp_path):
     yield build
     for resource in opened:
         resource.close()
+
+
+def wait_until(predicate, timeout_s: float = 60.0, step_s: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (returned), for at most
+    ``timeout_s``: a bounded wait, never a timing assertion."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"not within {timeout_s} s")

@@ -8,23 +8,13 @@ import time
 import uuid
 
 import pytest
-from conftest import RtspCamera
+from conftest import RtspCamera, wait_until
 from tracklens.pipeline.config import ServeConfig
 from tracklens.pipeline.service.control import ControlPlane, Snapshot, StreamSpec
 from tracklens.pipeline.service.ingest import IngestNode
 from tracklens.pipeline.store import TrackRecord
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(predicate, timeout_s: float = 60.0, step_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"not within {timeout_s} s")
 
 
 class LateEstimator:
@@ -86,12 +76,12 @@ def test_a_stream_runs_where_it_is_claimed_and_deleting_it_ends_its_tracks(env, 
     config, control, store, submit, node = env
     a = node("a")
     control.add(StreamSpec(id="door", kind="stream", url=rtsp_camera.url()))
-    status = _wait(lambda: (s := control.status("door")) and s.state == "live" and s.frames_analysed > 20 and s)
+    status = wait_until(lambda: (s := control.status("door")) and s.state == "live" and s.frames_analysed > 20 and s)
     assert status.owner == "a" and status.fps > 0 and control.owner("door") == "a"
-    estimated = _wait(lambda: [t for t in store.tracks("door") if t.sources.get("specialist")])
+    estimated = wait_until(lambda: [t for t in store.tracks("door") if t.sources.get("specialist")])
     assert estimated[0].track.startswith("door:0:")
     control.remove("door")
-    _wait(lambda: "door" not in a.workers)  # ended, written, forgotten
+    wait_until(lambda: "door" not in a.workers)  # ended, written, forgotten
     tracks = store.tracks("door")
     assert tracks and all(t.state == "ended" for t in tracks)
     assert control.status("door") is None and control.owner("door") is None
@@ -108,18 +98,18 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
     try:
         a = node("a")
         control.add(StreamSpec(id="hall", kind="stream", url=camera.url()))
-        (before,) = _wait(lambda: [t for t in store.tracks("hall") if t.frames > 20])
+        (before,) = wait_until(lambda: [t for t in store.tracks("hall") if t.frames > 20])
         a._stop.set()  # the lease loop dies with the process: no renewals, no release
         a._thread.join()
         for worker in a.workers.values():
             worker.stop("handover")
         b = node("b")
-        _wait(lambda: (s := control.status("hall")) and s.owner == "b" and s.frames_analysed > 20)
-        after = _wait(lambda: [t for t in store.tracks("hall") if t.track == before.track and t.frames > before.frames + 20])
+        wait_until(lambda: (s := control.status("hall")) and s.owner == "b" and s.frames_analysed > 20)
+        after = wait_until(lambda: [t for t in store.tracks("hall") if t.track == before.track and t.frames > before.frames + 20])
         assert after[0].state == "active" and after[0].first_seen == before.first_seen
         assert {t.track.split(":")[1] for t in store.tracks("hall")} == {"0"}  # one epoch: no restart from scratch
         control.remove("hall")
-        _wait(lambda: "hall" not in b.workers)
+        wait_until(lambda: "hall" not in b.workers)
         assert all(t.state == "ended" for t in store.tracks("hall"))
     finally:
         camera.stop()
@@ -135,9 +125,9 @@ def test_a_paused_owner_cannot_overwrite_the_stream_once_another_has_claimed_it(
     config, control, store, submit, node = env
     a = node("a")
     spec = control.add(StreamSpec(id="lobby", kind="stream", url=rtsp_camera.url()))
-    _wait(lambda: (s := control.status("lobby")) and s.state == "live" and s.frames_analysed > 10)
+    wait_until(lambda: (s := control.status("lobby")) and s.state == "live" and s.frames_analysed > 10)
     old = a.workers["lobby"]
-    _wait(lambda: control.load_snapshot("lobby", spec.generation) is not None)
+    wait_until(lambda: control.load_snapshot("lobby", spec.generation) is not None)
     a._stop.set()  # a pauses: no renewals, no lease checks; its worker goes on writing
     a._thread.join()
     later = ControlPlane(redis_url, config.store.prefix, clock=lambda: time.time() + 2 * config.ingest.lease_s)
@@ -145,12 +135,12 @@ def test_a_paused_owner_cannot_overwrite_the_stream_once_another_has_claimed_it(
     assert token is not None and token > old.token
     restored = later.load_snapshot("lobby", spec.generation)
     assert later.save_snapshot("lobby", Snapshot(generation=spec.generation, token=token, state=restored.state))
-    _wait(lambda: old.finished.is_set())  # its next status write was refused: it stopped
+    wait_until(lambda: old.finished.is_set())  # its next status write was refused: it stopped
     saved = control.load_snapshot("lobby", spec.generation)
     assert saved.token == token and saved.state == restored.state
     assert not control.save_snapshot("lobby", Snapshot(generation=spec.generation, token=old.token, state={}))
     assert not control.renew("lobby", "a", old.token, config.ingest.lease_s)
-    (track,) = _wait(lambda: store.tracks("lobby"))[:1]
+    (track,) = wait_until(lambda: store.tracks("lobby"))[:1]
     before = store.record(track.track)
     refused = store.inner.refused
     stale = TrackRecord(before.key, before.stream, before.version + 1, before.summary, before.state, ("estimate",))
@@ -170,7 +160,7 @@ def test_a_stored_url_with_crlf_fails_its_stream_and_never_reaches_redis(env, re
     key = f"injected-{uuid.uuid4().hex[:8]}"
     control.add(StreamSpec(id="evil", kind="stream", url=f"rtsp://127.0.0.1:{port}/a\r\nSET {key} v\r\nX: y"))
     node("a")
-    status = _wait(lambda: (s := control.status("evil")) and s.state == "failed" and s)
+    status = wait_until(lambda: (s := control.status("evil")) and s.state == "failed" and s)
     assert "control character" in status.last_error and "SET" not in status.last_error
     assert redis.Redis.from_url(redis_url).exists(key) == 0
 
@@ -182,19 +172,19 @@ def test_a_stream_deleted_and_added_again_at_once_is_restarted_as_the_new_one(en
     config, control, store, submit, node = env
     a = node("a")
     first = control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
-    _wait(lambda: (s := control.status("gate", first.generation)) and s.state == "live" and s.frames_analysed > 10)
+    wait_until(lambda: (s := control.status("gate", first.generation)) and s.state == "live" and s.frames_analysed > 10)
     old = a.workers["gate"]
     control.remove("gate")
     second = control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url(), options={"fps": 5}))
     assert second.generation != first.generation
-    _wait(lambda: old.finished.is_set())
-    new = _wait(lambda: (w := a.workers.get("gate")) is not None and w is not old and w)
+    wait_until(lambda: old.finished.is_set())
+    new = wait_until(lambda: (w := a.workers.get("gate")) is not None and w is not old and w)
     assert new.spec.generation == second.generation and new.spec.options.fps == 5
-    _wait(lambda: (s := control.status("gate", second.generation)) and s.state == "live")
+    wait_until(lambda: (s := control.status("gate", second.generation)) and s.state == "live")
     epochs = {t.track.split(":")[1]: t.state for t in store.tracks("gate") if t.track.split(":")[1] == "0"}
     assert set(epochs.values()) <= {"ended"}  # the first generation's tracks were all ended
     control.remove("gate")
-    _wait(lambda: "gate" not in a.workers)
+    wait_until(lambda: "gate" not in a.workers)
 
 
 def test_a_file_job_reports_progress_and_its_result(env, sample_video):
@@ -202,7 +192,7 @@ def test_a_file_job_reports_progress_and_its_result(env, sample_video):
     node("a")
     control.add(StreamSpec(id="job1", kind="job", url=str(sample_video)))
     seen = []
-    result = _wait(lambda: seen.append(control.status("job1")) or control.result("job1"))
+    result = wait_until(lambda: seen.append(control.status("job1")) or control.result("job1"))
     progress = [s.progress for s in seen if s is not None and s.progress is not None]
     assert progress and progress == sorted(progress)
     assert result.state == "done" and result.tracks >= 1 and result.frames == 40
@@ -221,13 +211,13 @@ def test_a_cancelled_job_stops_writes_its_tracks_so_far_and_says_cancelled(env, 
     video = make_sample_video(tmp_path / "long.mp4", seconds=60.0, width=640, height=360, person_px=150)  # 600 analysed frames: far longer than the test
     a = node("a")
     control.add(StreamSpec(id="long", kind="job", url=str(video)))
-    _wait(lambda: (s := control.status("long")) and s.frames_analysed >= 16)
+    wait_until(lambda: (s := control.status("long")) and s.frames_analysed >= 16)
     assert control.remove("long")  # what DELETE /v1/jobs/long does
-    result = _wait(lambda: control.result("long"))
+    result = wait_until(lambda: control.result("long"))
     assert result.state == "cancelled" and 16 <= result.frames < 600
     assert control.status("long").state == "cancelled" and control.job("long") is not None
     assert all(t.state == "ended" for t in store.tracks("long"))
-    _wait(lambda: "long" not in a.workers)
+    wait_until(lambda: "long" not in a.workers)
 
 
 def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
@@ -235,7 +225,7 @@ def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
     submit.fail = True
     node("a")
     control.add(StreamSpec(id="job2", kind="job", url=str(sample_video)))
-    result = _wait(lambda: control.result("job2"))
+    result = wait_until(lambda: control.result("job2"))
     assert result.state == "done" and submit.batches >= 1
     tracks = store.tracks("job2")
     assert tracks and all(t.state == "ended" and not t.sources for t in tracks)
@@ -246,21 +236,21 @@ def test_streams_spread_over_the_replicas(env, rtsp_camera):
     not the first replica both."""
     config, control, store, submit, node = env
     a, b = node("a"), node("b")
-    _wait(lambda: control.live_replicas() == 2)
+    wait_until(lambda: control.live_replicas() == 2)
     for name in ("left", "right"):
         control.add(StreamSpec(id=name, kind="stream", url=rtsp_camera.url()))
-    owners = _wait(lambda: (o := {control.owner("left"), control.owner("right")}) and None not in o and o)
+    owners = wait_until(lambda: (o := {control.owner("left"), control.owner("right")}) and None not in o and o)
     assert owners == {"a", "b"}
     for name in ("left", "right"):
         control.remove(name)
-    _wait(lambda: not a.workers and not b.workers)
+    wait_until(lambda: not a.workers and not b.workers)
 
 
 def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(env, sample_video, redis_url):
     config, control, store, submit, node = env
     a = node("a")
     control.add(StreamSpec(id="plain", kind="job", url=str(sample_video)))
-    _wait(lambda: control.result("plain"))
+    wait_until(lambda: control.result("plain"))
     prefix = config.store.prefix
     assert control.client.keys(f"{prefix}:ctl:face:*") == []  # off by default: no image stored
     a.shutdown()
@@ -268,7 +258,7 @@ def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(e
     other = IngestNode(keeping, a.detectors, store, control, submit, "c", "specialist only").start()
     try:
         control.add(StreamSpec(id="kept", kind="job", url=str(sample_video)))
-        _wait(lambda: control.result("kept"))
+        wait_until(lambda: control.result("kept"))
         keys = control.client.keys(f"{prefix}:ctl:face:kept:*")
         assert keys and control.client.get(keys[0])[:3] == b"\xff\xd8\xff"  # a JPEG
         assert 0 < control.client.ttl(keys[0]) <= config.store.ended_ttl_s
@@ -296,17 +286,17 @@ def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
         node = IngestNode(config, detectors, store, control, LateEstimator(estimator), "a", "specialist only").start()
         try:
             control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
-            before = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > 20 and s)
+            before = wait_until(lambda: (s := control.status("gate")) and s.frames_analysed > 20 and s)
             worker = node.workers["gate"]
             server.stop()
             time.sleep(3.0)
             server.start()
-            _wait(lambda: control.owner("gate") == "a")
-            after = _wait(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
+            wait_until(lambda: control.owner("gate") == "a")
+            after = wait_until(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
             assert after.state == "live" and after.reconnects == 0
             assert node.workers["gate"] is worker and not worker.finished.is_set()
-            assert _wait(lambda: (snap := control.load_snapshot("gate", worker.spec.generation)) and snap.token == worker.token)
-            assert _wait(lambda: [t for t in store.tracks("gate") if t.sources.get("specialist")])
+            assert wait_until(lambda: (snap := control.load_snapshot("gate", worker.spec.generation)) and snap.token == worker.token)
+            assert wait_until(lambda: [t for t in store.tracks("gate") if t.sources.get("specialist")])
         finally:
             node.shutdown()
             store.close()

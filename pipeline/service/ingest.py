@@ -16,6 +16,7 @@ import random
 import threading
 
 from ..config import ServeConfig
+from ..detectors import release_memory
 from ..errors import StoreError
 from ..store import TrackStore
 from .control import ControlPlane
@@ -82,6 +83,7 @@ class IngestNode:
                         self.control.forget(stream_id, worker.token)
                     else:
                         self.control.release(stream_id, worker.token)
+                    release_memory(self.detectors)  # the arenas grown for it, and its frames' heap pages, go back
                 else:
                     worker.stop("end")
             elif not self.control.renew(stream_id, self.owner, worker.token, cfg.lease_s):
