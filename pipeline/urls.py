@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import InputError
 
@@ -30,11 +30,10 @@ MAX_URL_CHARS = 2048
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _PERCENT_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-#: Query parameters whose values are secrets (compared in lower case, ``-`` read as ``_``).
-_SECRET_PARAMS = frozenset(
-    ("password", "passwd", "pass", "pwd", "secret", "token", "access_token", "auth", "authorization", "key",
-     "apikey", "api_key", "sig", "signature", "credential", "credentials", "x_amz_signature", "x_amz_credential")
-)  # fmt: skip
+#: Words that make a query or fragment parameter a secret when its name contains one of them
+#: (compared in lower case): ``password``, ``auth_token``, ``X-Amz-Security-Token``, ``api-key``...
+_SECRET_WORDS = ("pass", "pwd", "secret", "token", "key", "sig", "auth", "cred", "session")
+_PARAM = re.compile(r"([^&;=#?]+)=([^&;#]*)")
 
 
 def excerpt(text: str, limit: int = 60) -> str:
@@ -53,28 +52,28 @@ def quoted(value: object, limit: int = 60) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its user name and password, and the values of credential-like query
-    parameters (``password``, ``token``, ``key``, ``sig``...), replaced by ``***``.
+    """``url`` with its user name and password, and the values of secret-looking parameters in
+    its query or fragment (a name containing ``pass``, ``token``, ``key``, ``sig``, ``auth``,
+    ``secret``...), replaced by ``***``.
 
     ``rtsp://admin:pw@10.0.0.5/live?token=x&ch=1`` -> ``rtsp://***@10.0.0.5/live?token=***&ch=1``.
+    Done on the text, not on a parse, so that a malformed URL leaks nothing either: everything
+    between ``://`` and the last ``@`` is user information (a password with an unencoded
+    ``#``, ``?`` or ``/`` included).
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = f"***@{parts.netloc.rsplit('@', 1)[1]}" if "@" in parts.netloc else parts.netloc
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_is_secret(name) for name, _ in pairs):
-            query = urlencode([(name, "***" if _is_secret(name) else value) for name, value in pairs], safe="*/:")
-    if netloc == parts.netloc and query == parts.query:
+    head, sep, rest = url.partition("://")
+    if not sep:
         return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    tail = _PARAM.sub(lambda m: f"{m.group(1)}=***" if _is_secret(m.group(1)) else m.group(0), rest[cut:])
+    return f"{head}://{rest[:cut]}{tail}"
 
 
 def _is_secret(name: str) -> bool:
-    return name.lower().replace("-", "_") in _SECRET_PARAMS
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def shown_url(url: str, limit: int = 80) -> str:
@@ -114,9 +113,17 @@ def parse_url(url: str, schemes: tuple[str, ...], what: str = "URL", max_chars: 
         raise InputError(f"the scheme {excerpt(scheme, 20)}:// is not allowed for the {what}; allowed: {', '.join(schemes)}")
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as err:
-        raise InputError(f"the {what} {shown_url(url)} is malformed: {err}") from None
+        raise InputError(f"the {what} {shown_url(url)} is malformed: {str(err)[:80]}") from None
+    if "@" in url[len(match.group(0)) :] and "@" not in parts.netloc:
+        raise InputError(
+            f"the {what} {shown_url(url)} has an '@' after its host: percent-encode '#', '?' and '/' in a user name or "
+            "password, and '@' in a path (%40)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise InputError(f"the {what} {shown_url(url)} has a port that is not a number in 1-65535") from None
     if port == 0:
         raise InputError(f"the {what} {shown_url(url)} has port 0")
     userinfo, _, hostport = parts.netloc.rpartition("@")
@@ -137,6 +144,9 @@ def _ascii_host(host: str, what: str, shown: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
+    last = host.rstrip(".").rsplit(".", 1)[-1]
+    if last.isdigit() or last.lower().startswith("0x"):  # 127.1, 0x7f.1, 2130706433: IPv4 in legacy forms
+        raise InputError(f"the {what} {shown} has a host that is not a valid IP address (write it as four decimal numbers)")
     try:
         ascii_host = host.encode("idna").decode("ascii").lower()
     except UnicodeError:

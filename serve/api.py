@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -111,11 +112,14 @@ def make_api(
             raise HTTPException(409, f"a stream or job named {quoted(name or '')} exists")
         return spec
 
+    store_url = urlsplit(config.store.url)
+    own = ((config.api.host, config.api.port),) + (((store_url.hostname, store_url.port or 6379),) if store_url.hostname else ())
+
     @app.post("/v1/streams", status_code=201)
     def add_stream(body: StreamRequest) -> dict:
         _check_name(body.name)
         try:
-            url = admit_stream_url(body.url, config.api, check=config.api.check_reachable and body.options.check)
+            url = admit_stream_url(body.url, config.api, check=config.api.check_reachable and body.options.check, own=own)
         except InputError as err:
             raise HTTPException(422, str(err)) from None
         return _view(_admit("stream", body.name, url, body.options))
@@ -211,9 +215,9 @@ def make_api(
         spec = control.job(job_id)
         if spec is None:
             raise HTTPException(404, f"no job {quoted(job_id)}")
-        if not control.remove(job_id):
-            state = (control.result(job_id) or control.status(job_id) or StreamStatus(id=job_id, state="ended")).state
-            raise HTTPException(409, f"job {quoted(job_id)} has already ended ({state})")
+        if not control.cancel_job(spec, config.store.ended_ttl_s):
+            result = control.result(job_id)
+            raise HTTPException(409, f"job {quoted(job_id)} has already ended ({result.state if result else 'ending'})")
         return _job_view(spec)
 
     @app.get("/metrics")

@@ -3,8 +3,10 @@
 A plain ASGI middleware, so it runs before FastAPI parses anything: a request without the key
 gets 401 whatever its body (even malformed JSON) and whatever its path (the OpenAPI pages
 included); a body larger than the limit gets 413 without being read past the limit (a
-``Content-Length`` over it is refused at once, a chunked body once it crosses it). Ray Serve's
-proxy stops reading the client's body when the response is sent.
+``Content-Length`` over it is refused at once, a chunked body once it crosses it). Both answers
+say ``Connection: close``: the HTTP server (uvicorn, in Ray Serve's proxy) then closes the
+connection once the answer is sent, instead of reading the rest of a body nobody wants to keep
+the connection alive.
 """
 
 from __future__ import annotations
@@ -92,8 +94,10 @@ def _replay(body: bytes, receive):
 
 
 async def _answer(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """The error, and the connection closed after it: the client may still be sending a body
+    no one will read, and keeping the connection alive would mean reading it all."""
     body = json.dumps({"error": message}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

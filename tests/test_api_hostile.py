@@ -25,6 +25,17 @@ def redis_port(redis_url) -> int:
     return int(redis_url.rsplit(":", 1)[1].split("/")[0])
 
 
+@pytest.fixture(scope="module")
+def camera_port():
+    """A TCP port that accepts connections: a stand-in camera for the reachability check."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
 def _short_error(response, status: int) -> str:
     assert response.status_code == status, (response.status_code, response.text[:300])
     error = response.json()["error"]
@@ -50,14 +61,14 @@ def test_a_url_with_crlf_aimed_at_the_service_s_redis_is_refused_before_any_conn
     assert redis.Redis.from_url(redis_url).exists(key) == 0
 
 
-def test_schemes_are_compared_in_any_case_and_stored_in_lower_case(api, redis_port):
+def test_schemes_are_compared_in_any_case_and_stored_in_lower_case(api, camera_port):
     """Regression: ``RTSP://`` was admitted as given, and then failed forever with "Protocol
     not found" while holding an ingest slot."""
     client, _, control, _ = api
-    r = client.post("/v1/streams", json={"url": f"RTSP://127.0.0.1:{redis_port}/Cam", "name": "upper"})
+    r = client.post("/v1/streams", json={"url": f"RTSP://127.0.0.1:{camera_port}/Cam", "name": "upper"})
     assert r.status_code == 201, r.text
-    assert control.spec("upper").url == f"rtsp://127.0.0.1:{redis_port}/Cam"
-    for url, needle in ((f"rtsp://127.0.0.1:{redis_port}0000/cam", "Port out of range"), ("rtsp://127.0.0.1:0/cam", "port 0"),
+    assert control.spec("upper").url == f"rtsp://127.0.0.1:{camera_port}/Cam"
+    for url, needle in ((f"rtsp://127.0.0.1:{camera_port}0000/cam", "not a number in 1-65535"), ("rtsp://127.0.0.1:0/cam", "port 0"),
                         ("rtsp://bad host/cam", "whitespace"), ("FTP://127.0.0.1/cam", "ftp:// is not allowed")):  # fmt: skip
         assert needle in _short_error(client.post("/v1/streams", json={"url": url, "options": {"check": False}}), 422)
 
@@ -95,16 +106,27 @@ def test_the_key_is_checked_before_the_body_and_guards_the_api_docs(api):
     assert bare.get("/healthz").status_code == 200
 
 
-def test_credentials_in_the_query_string_are_never_shown(api, redis_port):
+def test_credentials_in_the_query_string_are_never_shown(api, camera_port):
     """Regression: only the user-info part was redacted; ``?password=...`` was echoed in errors
     and listings."""
     client, _, control, _ = api
-    r = client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{redis_port}/cam?password=hunter2&channel=1", "name": "q"})
+    r = client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{camera_port}/cam?password=hunter2&channel=1", "name": "q"})
     assert r.status_code == 201 and "hunter2" not in r.text and "password=***" in r.json()["url"]
     assert "hunter2" not in client.get("/v1/streams").text
     assert "hunter2" in control.spec("q").url  # kept for the ingest
     r = client.post("/v1/streams", json={"url": "rtsp://127.0.0.1:1/cam?token=hunter2"})
     assert "hunter2" not in _short_error(r, 422)
+    r = client.post("/v1/streams", json={"url": f"rtsp://admin:hunter2#x@127.0.0.1:{camera_port}/cam"})
+    assert "hunter2" not in _short_error(r, 422)
+
+
+def test_a_stream_aimed_at_the_service_s_own_redis_or_api_is_refused(api, redis_port):
+    """Regression: a well-formed URL aimed at the service's own Redis was admitted, and its
+    worker then sent RTSP or HTTP request lines there (refused only for want of the password)."""
+    client, _, control, _ = api
+    for url in (f"rtsp://127.0.0.1:{redis_port}/cam", f"http://localhost:{redis_port}/x", "http://127.0.0.1:8000/v1/streams"):
+        assert "own endpoints" in _short_error(client.post("/v1/streams", json={"url": url, "options": {"check": False}}), 422)
+    assert control.specs() == {}
 
 
 def test_job_paths_with_control_characters_or_loops_get_422(api):
@@ -119,10 +141,10 @@ def test_job_paths_with_control_characters_or_loops_get_422(api):
         assert needle in _short_error(r, 422), path
 
 
-def test_bad_event_ids_get_422_instead_of_a_cut_stream(api, redis_port):
+def test_bad_event_ids_get_422_instead_of_a_cut_stream(api, camera_port):
     """Regression: ``since=abc`` or ``-1`` started a 200 event stream that Redis then cut."""
     client, _, control, _ = api
-    client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{redis_port}/cam", "name": "ev"})
+    client.post("/v1/streams", json={"url": f"rtsp://127.0.0.1:{camera_port}/cam", "name": "ev"})
     for since in ("abc", "-1", "1-2-3", "9" * 30, "0\r\n"):
         assert "not an event id" in _short_error(client.get("/v1/streams/ev/events", params={"since": since}), 422), since
     r = client.get("/v1/streams/ev/events", headers={"Last-Event-ID": "nope"})
@@ -142,3 +164,11 @@ def test_jobs_are_listed_and_cancelled(api):
     assert "no job" in _short_error(client.delete("/v1/jobs/nope"), 404)
     r = client.post("/v1/jobs", json={"path": str(videos / "a.mp4"), "name": "one"})
     assert "exists" in _short_error(r, 409)  # a job's name stays taken while it is on record
+    # Regression: a job cancelled before any ingest replica claimed it stayed "pending" forever
+    # (no result, no expiry, its name taken for good). Nobody runs this one: it ends at once.
+    job = client.get("/v1/jobs/one").json()
+    assert job["state"] == "cancelled" and job["result"]["state"] == "cancelled"
+    assert 0 < control.client.pttl(f"{control.prefix}:ctl:job:one") <= 7 * 24 * 3600 * 1000
+    assert "already ended (cancelled)" in _short_error(client.delete("/v1/jobs/one"), 409)
+    for path in (f"file://127.0.0.2{videos}/a.mp4", f"file://cam{videos}/a.mp4"):
+        assert "names no host" in _short_error(client.post("/v1/jobs", json={"path": path}), 422)

@@ -170,8 +170,29 @@ def test_hostile_requests_through_the_proxy_get_short_errors_and_change_nothing(
         assert bare.get(path).status_code == 401 and client.get(path).status_code == 200, path
     r = client.get("/v1/streams/door/events", params={"since": "abc"})
     assert r.status_code == 422 and "not an event id" in r.json()["error"]
+    # refused before the body is read, and the connection closed after the answer: a client that
+    # goes on sending (an endless chunked body) is not read on
+    for headers, status in (("Transfer-Encoding: chunked\r\n", b"401"),
+                            (f"Authorization: Bearer {KEY}\r\nContent-Length: 20000000\r\n", b"413")):  # fmt: skip
+        reply = _answer_then_eof(client.base_url.port, headers)
+        assert reply.startswith(b"HTTP/1.1 " + status) and b"connection: close" in reply.lower(), reply[:200]
     assert [(s["id"], s["url"], s["options"]) for s in client.get("/v1/streams").json()] == before
     bare.close()
+
+
+def _answer_then_eof(port: int, headers: str) -> bytes:
+    """Send a POST's headers only (its body would follow), read the answer until the server
+    closes the connection; bounded (30 s)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"POST /v1/streams HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n".encode())
+        reply = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return reply  # closed by the server: it will not read a body nobody wants
+            reply += data
 
 
 def test_a_stream_deleted_and_added_again_at_once_runs_as_a_new_stream(service):

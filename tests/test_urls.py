@@ -22,9 +22,14 @@ LIVE = ("rtsp", "rtsps", "rtmp", "http", "https")
         (" rtsp://127.0.0.1:554/a", "whitespace"),
         ("rtsp://us%0d%0aer:pw@127.0.0.1:554/a", "percent-encoded control character (%0d)"),
         ("rtsp://127.0.0.1:554/a%0AGET", "percent-encoded control character (%0A)"),
-        ("rtsp://127.0.0.1:70000/a", "malformed: Port out of range"),
+        ("rtsp://127.0.0.1:70000/a", "port that is not a number in 1-65535"),
         ("rtsp://127.0.0.1:0/a", "port 0"),
-        ("rtsp://127.0.0.1:55x/a", "malformed"),
+        ("rtsp://127.0.0.1:55x/a", "port that is not a number in 1-65535"),
+        ("rtsp://127.0.0.1:" + "9" * 1900 + "/a", "port that is not a number"),
+        ("rtsp://admin:Secret#123@127.0.0.1/a", "an '@' after its host"),
+        ("rtsp://127.1/a", "not a valid IP address"),
+        ("rtsp://0x7f.0.0.1/a", "not a valid IP address"),
+        ("rtsp://2130706433/a", "not a valid IP address"),
         ("rtsp:///a", "names no host"),
         ("rtsp://bad_host!/a", "not a valid domain name"),
         ("rtsp://[::1/a", "malformed"),
@@ -59,6 +64,15 @@ def test_good_urls_come_back_normalised(url, parsed):
 
 
 def test_credentials_in_user_info_and_query_are_redacted():
+    """Regression: a password with an unencoded '#', '?' or '/' was shown whole (the URL's
+    parse ends the user information there), and so were ``;password=``, fragments and
+    parameters such as ``auth_token`` or ``client_secret``."""
+    for url, secret in (("rtsp://admin:Secret#123@127.0.0.1/cam", "Secret#123"), ("rtsp://admin:Sec?ret@127.0.0.1/cam", "Sec"),
+                        ("rtsp://admin:Se/cret@127.0.0.1/cam", "Se/"), ("rtsp://127.0.0.1/cam?ch=1;password=Hidden", "Hidden"),
+                        ("rtsp://127.0.0.1/cam#password=Hidden", "Hidden"), ("rtsp://127.0.0.1/cam?auth_token=Hidden", "Hidden"),
+                        ("rtsp://127.0.0.1/cam?X-Amz-Security-Token=Hidden", "Hidden"),
+                        ("rtsp://127.0.0.1/cam?client_secret=Hidden", "Hidden"), ("rtsp://127.0.0.1/cam?session=Hidden", "Hidden")):  # fmt: skip
+        assert secret not in redact_url(url) and "admin" not in redact_url(url), redact_url(url)
     assert redact_url("rtsp://admin:pw@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
     shown = redact_url("rtsp://127.0.0.1/live?password=hunter2&ch=1&X-Amz-Signature=abc&api-key=k")
     assert "hunter2" not in shown and "abc" not in shown and "=k" not in shown

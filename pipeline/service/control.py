@@ -109,6 +109,16 @@ redis.call('PEXPIRE', KEYS[5], ARGV[4])
 redis.call('DEL', KEYS[6])
 return 1
 """
+# KEYS: streams, lease, result, status, job spec; ARGV: id, result, status, px, now
+# -> 0 not running (ended), 1 its owner will end it, 2 ended here (nobody had claimed it)
+_CANCEL_JOB = _NOW + """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[2], 'expires') or '0') > now_ms(ARGV[5]) then return 1 end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[4])
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
+return 2
+"""
 # KEYS: streams, job spec, job list; ARGV: id, spec JSON, created_at, is a job -> 0 if the id is taken
 _ADD = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -234,7 +244,7 @@ class ControlPlane:
         script = self.client.register_script
         self._claim, self._renew, self._release = script(_CLAIM), script(_RENEW), script(_RELEASE)
         self._fenced_set, self._finish_job, self._add = script(_FENCED_SET), script(_FINISH_JOB), script(_ADD)
-        self._heartbeat, self._alive = script(_HEARTBEAT), script(_ALIVE)
+        self._heartbeat, self._alive, self._cancel_job = script(_HEARTBEAT), script(_ALIVE), script(_CANCEL_JOB)
 
     @classmethod
     def from_config(cls, store, clock: Callable[[], float] | None = None) -> ControlPlane:
@@ -381,6 +391,17 @@ class ControlPlane:
                 self._k("job", job_id), self._k("snapshot", job_id)]  # fmt: skip
         args = [token, result.model_dump_json(), status.model_dump_json(), int(retention_s * 1000), job_id]
         return bool(self._call(self._finish_job, keys=keys, args=args))
+
+    def cancel_job(self, spec: StreamSpec, retention_s: float) -> bool:
+        """Stop a job: its owner ends it (tracks so far ended, result ``cancelled``); one that
+        nobody has claimed yet is recorded as cancelled at once. False when it had already
+        ended."""
+        result = JobResult(state="cancelled", error="cancelled before it started")
+        status = StreamStatus(id=spec.id, kind="job", generation=spec.generation, state="cancelled")
+        keys = [f"{self._p}:streams", self._k("lease", spec.id), self._k("result", spec.id), self._k("status", spec.id),
+                self._k("job", spec.id)]  # fmt: skip
+        args = [spec.id, result.model_dump_json(), status.model_dump_json(), int(retention_s * 1000), self._now_ms()]
+        return bool(self._call(self._cancel_job, keys=keys, args=args))
 
     def result(self, job_id: str) -> JobResult | None:
         raw = self._call(self.client.get, self._k("result", job_id))
