@@ -100,3 +100,17 @@ def test_serve_refuses_a_home_another_service_holds_before_starting_anything(tmp
             run_server(None, None, None, None, said.append)
     assert f"process {os.getpid()}" in str(err.value) and "another tracklens serve" in str(err.value)
     assert said == [] and not (tmp_path / "redis").exists()  # no model check, no redis-server
+
+
+def test_a_local_ray_s_auth_token_is_made_readable_by_its_owner_only(tmp_path, monkeypatch):
+    """Regression: Ray writes ``~/.ray/auth_token`` 0644; with it anyone on the machine could
+    drive the service's local Ray."""
+    from tracklens.serve.server import _private_ray_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    token = tmp_path / ".ray" / "auth_token"
+    token.write_text("x" * 64)
+    token.chmod(0o644)
+    _private_ray_token()
+    assert _mode(token) == 0o600
