@@ -86,9 +86,11 @@ def _parser(extensions: tuple[Extension, ...] = ()) -> argparse.ArgumentParser:
     pull.add_argument("names", nargs="*", help="models to pull (default: all)")
     pull.add_argument("--force", action="store_true", help="fetch again even if cached and valid")
     msub.add_parser("list", help="show cached models with their source and license")
-    tiny = msub.add_parser("tiny-vlm", help="build and save a tiny random LLaVA model for smoke tests")
+    tiny = msub.add_parser("tiny-vlm", help="build and save a tiny random VLM (real classes of a family) for smoke tests")
     tiny.add_argument("out", help="folder to save it in")
-    tiny.add_argument("--digits", choices=["whole", "split"], default="whole", help="tokenize numbers whole or digit by digit")
+    tiny.add_argument("--digits", choices=["whole", "split"], default="whole", help="tokenize numbers whole or digit by digit (tiny LLaVA)")
+    tiny.add_argument("--family", default="tiny-llava", choices=["tiny-llava", *_VLM_FAMILIES],
+                      help="tiny-llava (the project's own), or a checkpoint shaped like a family users load")  # fmt: skip
 
     ev = sub.add_parser(
         "eval", help="metrics of the estimators on labelled people (CSV or JSONL manifest)",
@@ -295,6 +297,10 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``tiny-vlm --family`` choices (see pipeline/estimators/mllm/tiny_families.py; no torch import here)
+_VLM_FAMILIES = ("llava", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "gemma3", "smolvlm")
+
+
 def _models(args: argparse.Namespace) -> int:
     from .models import CATALOG, ModelCache
 
@@ -306,10 +312,15 @@ def _models(args: argparse.Namespace) -> int:
             raise OutputError(f"{args.out} is a file; tiny-vlm needs a folder to save the model in")
 
         try:
-            saved = build_tiny_vlm(args.out, args.digits)
+            if args.family == "tiny-llava":
+                saved = build_tiny_vlm(args.out, args.digits)
+            else:
+                from .estimators.mllm.tiny_families import build_family
+
+                saved = build_family(args.family, args.out)
         except ImportError as err:
             raise ConfigError(f"tiny-vlm needs {err.name or 'torch and transformers'}: pip install 'tracklens[mllm]'") from None
-        _say(f"saved a tiny LLaVA model (random weights, for smoke tests) in {saved}")
+        _say(f"saved a tiny {args.family} model (random weights, for smoke tests) in {saved}")
         return 0
     cache = ModelCache(progress=_say)
     if args.models_command == "pull":

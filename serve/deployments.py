@@ -58,6 +58,10 @@ class MLLMPool:
     async def estimate(self, crop: Crop) -> Estimate:
         return await (self._several_batches(crop) if self.remote else self._one_batch_at_a_time(crop))
 
+    def check_health(self) -> None:
+        if not self.estimator.healthy:
+            raise RuntimeError("the MLLM can no longer run on its device")
+
     @ray.serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _one_batch_at_a_time(self, crops: list[Crop]) -> list[Estimate]:
         # the model runs in a thread: the replica's event loop keeps taking requests meanwhile

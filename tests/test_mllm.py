@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the MLLM path needs the [mllm] extra (make test installs it)")
 
+from mllm_reference import PlainModel, reference_scores
 from tracklens.pipeline.config import MllmEstimatorConfig, TransformersBackendConfig
 from tracklens.pipeline.estimators import build_estimator
 from tracklens.pipeline.estimators.mllm.prompts import load_prompt
-from tracklens.pipeline.estimators.mllm.schema import AGES, all_answers, answer_text, parse_answer
+from tracklens.pipeline.estimators.mllm.schema import answer_text, parse_answer
 from tracklens.pipeline.types import Crop
 
 
@@ -83,52 +82,17 @@ def test_scored_distributions_sum_to_one(tiny_whole, tiny_split, astronaut):
         assert [e.expression is None for e in estimates] == [c.face is None for c in crops]
 
 
-def _determining_prefixes(tokenizer) -> dict[int, set[tuple[int, ...]]]:
-    """Brute force, independent of the trie: for each age, the shortest token prefixes of its
-    answers that no answer with another age shares."""
-    seqs = {text: tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in all_answers()}
-    owners: dict[tuple[int, ...], set[int]] = {}
-    for text, ids in seqs.items():
-        age = int(text.split(",")[0].split(":")[1])
-        for k in range(1, len(ids) + 1):
-            owners.setdefault(ids[:k], set()).add(age)
-    out: dict[int, set[tuple[int, ...]]] = {a: set() for a in AGES}
-    for text, ids in seqs.items():
-        age = int(text.split(",")[0].split(":")[1])
-        k = next(k for k in range(1, len(ids) + 1) if owners[ids[:k]] == {age})
-        out[age].add(ids[:k])
-    return out
-
-
-@torch.inference_mode()
-def _brute_force_age_mean(backend, request) -> float:
-    inputs = backend._inputs([request])
-    prompt = inputs["input_ids"]
-    logps = {}
-    for age, prefixes in _determining_prefixes(backend.tokenizer).items():
-        total = []
-        for prefix in prefixes:
-            ids = torch.cat([prompt, torch.tensor([prefix])], 1)
-            logits = backend.model(
-                input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]
-            ).logits[0].float().log_softmax(-1)
-            n = prompt.shape[1]
-            total.append(sum(float(logits[n - 1 + k, tok]) for k, tok in enumerate(prefix)))
-        logps[age] = max(total) + math.log(sum(math.exp(t - max(total)) for t in total))
-    top = max(logps.values())
-    weights = {a: math.exp(v - top) for a, v in logps.items()}
-    z = sum(weights.values())
-    return sum(a * w for a, w in weights.items()) / z
-
-
 @pytest.mark.parametrize("which", ["tiny_whole", "tiny_split"])
-def test_scored_age_mean_equals_brute_force_over_every_ages_tokens(which, request, astronaut):
+def test_scored_distributions_equal_plain_forward_passes(which, request, astronaut):
     """Split digits make ages 1-3 tokens long (10 vs 100 differ only at the third)."""
     est = _estimator(request.getfixturevalue(which), "scored", batch_size=3)
     crops = _crops(astronaut, 3)
-    estimates = est.estimate(crops)  # batched, left-padded, cached
-    for crop, e in zip(crops, estimates):
-        assert e.age == pytest.approx(_brute_force_age_mean(est.backend, est._request(crop)), abs=1e-3)
+    answers = est.backend.score([est._request(c) for c in crops])  # batched, left-padded, one cache
+    for crop, answer in zip(crops, answers):
+        reference = reference_scores(est.backend, est._request(crop))
+        np.testing.assert_allclose(answer.age, reference["age"], atol=1e-4)
+        assert answer.p_female == pytest.approx(reference["p_female"], abs=1e-4)
+        np.testing.assert_allclose(answer.expression, reference["expression"], atol=1e-4)
 
 
 def test_split_tokenizer_really_splits_ages(tiny_split):
@@ -207,25 +171,24 @@ def test_models_tiny_vlm_command_saves_a_loadable_model(tmp_path):
 
 
 @torch.inference_mode()
-def test_ragged_extension_matches_row_by_row(tiny_split, astronaut):
-    """Rows fed paths of different lengths (right-padded, masked) continue exactly as alone,
-    including a further step on top of the cache with holes in it."""
+def test_tree_feeds_over_one_cache_equal_plain_forwards(tiny_split, astronaut):
+    """Siblings and a chain fed in one forward after the prompts' shared cache (rows of
+    different prompt lengths), then a token after a committed path with uncommitted siblings
+    left in the cache as holes: each logit equals an ordinary forward over prompt + path."""
     est = _estimator(tiny_split, "scored")
     backend = est.backend
-    requests = [est._request(c) for c in _crops(astronaut, 3)[1:]]  # face+body, face only
-    paths, after = [[40, 41, 42], [43]], [[44], [44]]
-
-    def run(reqs, row_paths):
-        inputs = backend._inputs(reqs)
-        mask = inputs["attention_mask"]
-        out = backend.model(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        lp = out.logits[:, -1].float().log_softmax(-1)
-        first, cache, mask = backend._extend(out.past_key_values, mask, lp, row_paths)
-        second, _, _ = backend._extend(cache, mask, first, after[: len(reqs)])
-        return first, second
-
-    first, second = run(requests, paths)
-    for r in range(2):
-        alone_first, alone_second = run([requests[r]], [paths[r]])
-        torch.testing.assert_close(first[r], alone_first[0], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(second[r], alone_second[0], atol=1e-4, rtol=1e-4)
+    requests = [est._request(c) for c in _crops(astronaut, 3)[1:]]  # face+body, face only: ragged prompts
+    state = backend.engine.prefill(backend._inputs(requests))
+    a, b, c, d, e = 40, 41, 42, 43, 44
+    tree = [[a, b, c, d], [b, a, d, c]]
+    parents = [[-1, -1, 0, 2], [-1, -1, 1, 2]]  # row 0: a, b, a>c, a>c>d; row 1: b, a, a>d, a>d>c
+    first = backend.engine.feed(state, torch.tensor(tree), parents)
+    backend.engine.commit(state, [[0, 2], [1, 2]], 4)  # a>c and a>d become context
+    second = backend.engine.feed(state, torch.tensor([[e], [e]]), [[-1], [-1]])
+    paths = [[[a], [b], [a, c], [a, c, d]], [[b], [a], [a, d], [a, d, c]]]
+    for row, request in enumerate(requests):
+        plain = PlainModel(backend, request)
+        for i, path in enumerate(paths[row]):
+            torch.testing.assert_close(first[row, i].log_softmax(-1), plain.after(path), atol=1e-4, rtol=1e-4)
+        committed = [a, c] if row == 0 else [a, d]
+        torch.testing.assert_close(second[row, 0].log_softmax(-1), plain.after(committed + [e]), atol=1e-4, rtol=1e-4)

@@ -34,9 +34,16 @@ class TransformersBackendConfig(_Section):
     model: str = Field(description="hub id (e.g. a LLaVA or Qwen-VL checkpoint) or local folder")
     model_id: str | None = Field(None, description="name recorded on estimates; default: model")
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:1, ...")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: the checkpoint's own (float32 on a CPU for half-precision checkpoints)"
+    )
     local_files_only: bool = False
     max_new_tokens: int = Field(64, ge=1, description="free-text mode only")
+    max_image_pixels: int | None = Field(
+        200_704, ge=3136, description="pixels an image may keep before it is scaled down (dynamic-resolution families: "
+        "Qwen-VL); 448x448 gives a face or body crop at most 256 image tokens; null: the checkpoint's own limit"
+    )
+    image_splitting: bool = Field(False, description="tile images into sub-images (SmolVLM/Idefics3, Gemma 3 pan and scan)")
     warmup: bool = True
 
 

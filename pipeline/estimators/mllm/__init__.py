@@ -60,8 +60,11 @@ class MllmEstimator:
         out: list[Estimate | None] = [None] * len(crops)
         asked = []
         for i, crop in enumerate(crops):
+            empty = [name for name, im in (("face", crop.face), ("body", crop.body)) if im is not None and 0 in im.shape[:2]]
             if crop.face is None and crop.body is None:
                 out[i] = self._invalid(crop, "no image in crop")
+            elif empty:
+                out[i] = self._invalid(crop, f"empty {empty[0]} image in crop")
             else:
                 asked.append(i)
         for start in range(0, len(asked), self.config.batch_size):
@@ -80,6 +83,12 @@ class MllmEstimator:
                 out[i] = est
         return out  # type: ignore[return-value]
 
+    @property
+    def healthy(self) -> bool:
+        """False once the backend's device failed in a way retries cannot mend (the service
+        then replaces the replica); an out-of-memory batch is split and retried instead."""
+        return getattr(self.backend, "healthy", True)
+
     def close(self) -> None:
         """Release the backend (HTTP client and its threads)."""
         close = getattr(self.backend, "close", None)
@@ -97,7 +106,9 @@ class MllmEstimator:
     def _invalid(self, crop: Crop, reason: str, **extra) -> Estimate:
         return Estimate(**self._base(crop), valid=False, reason=reason, extra=extra)
 
-    def _from_scores(self, crop: Crop, answer: ScoredAnswer) -> Estimate:
+    def _from_scores(self, crop: Crop, answer: ScoredAnswer | BackendFailure) -> Estimate:
+        if isinstance(answer, BackendFailure):
+            return self._invalid(crop, f"backend error: {answer.reason}", mode="scored")
         mean = float(answer.age @ _AGES)
         std = float(np.sqrt(max(answer.age @ (_AGES - mean) ** 2, 0.0)))
         expression = answer.expression / answer.expression.sum()

@@ -2,58 +2,99 @@
 
 Batches are left-padded. Three ways to answer:
 
-- ``generate(constrained=False)``: free greedy generation (temperature 0);
-- ``generate(constrained=True)``: greedy generation through a logits processor that allows
-  only continuations inside the answer trie, so the output is always a valid answer;
-- ``score``: one batched forward pass over the prompts, then short cached extensions that
-  walk the answer trie slot by slot (age, then gender given the most likely age, then
-  expression given both), giving a probability distribution per field.
+- ``generate(constrained=False)``: free greedy generation (temperature 0) by the model's own
+  ``generate``;
+- ``generate(constrained=True)``: greedy decoding inside the answer trie. After the prefill,
+  each step picks every row's most likely allowed token and then feeds it together with the
+  chain of tokens the trie forces after it (``, "gender": "``...), all rows in one forward:
+  a handful of forwards per answer, one device-to-host copy per step;
+- ``score``: one prefill, then per field one forward of every node of the trie below each row
+  (a tree over the shared prompt cache, see :mod:`.context`): the probability of each value
+  sums its token paths, the next field is read after the most likely value.
+
+Requests the processor cannot take, and batches the GPU has no memory for (split in halves
+until they fit, then the request alone), come back as :class:`BackendFailure` in their slot.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections import defaultdict
 
 import numpy as np
 import torch
 
 from ...config import TransformersBackendConfig
-from ...errors import ModelError
 from ...types import EXPRESSIONS
-from .base import MllmRequest, ScoredAnswer
+from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .context import Engine, PromptState
+from .loading import load_model, load_processor
 from .schema import AGES
-from .trie import SLOTS, AnswerTrie, Node
+from .trie import SLOTS, AnswerTrie, Node, encoder_in_context
 
-__all__ = ["TransformersBackend"]
+__all__ = ["TransformersBackend", "render_prompt"]
+
+log = logging.getLogger(__name__)
+
+
+def render_prompt(processor, messages: list[dict]) -> str:
+    """The chat rendered by the checkpoint's template, generation prompt included.
+
+    A template without a system role (it raises on one) gets the system text at the start of
+    the first user turn; a processor whose own rendering needs parts it lacks here (a video
+    processor) renders with the same template through its tokenizer.
+    """
+    from jinja2 import TemplateError
+
+    def render(msgs: list[dict]) -> str:
+        try:
+            return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        except AttributeError:
+            template = processor.chat_template or processor.tokenizer.chat_template
+            return processor.tokenizer.apply_chat_template(msgs, chat_template=template, add_generation_prompt=True, tokenize=False)
+
+    try:
+        return render(messages)
+    except TemplateError:
+        if not messages or messages[0]["role"] != "system":
+            raise
+        return render(_fold_system(messages))
+
+
+def _fold_system(messages: list[dict]) -> list[dict]:
+    system = " ".join(p["text"] for p in messages[0]["content"] if p["type"] == "text")
+    first, rest = messages[1], messages[2:]
+    content = [p if p["type"] != "text" else {**p, "text": f"{system}\n\n{p['text']}"} for p in first["content"]]
+    return [{**first, "content": content}, *rest]
+
+
+class _OutOfMemory(Exception):
+    pass
+
 
 class TransformersBackend:
-    """See the module docstring. Weights load once, on construction, then a warm-up runs."""
+    """See the module docstring. Weights load once, on construction, then a warm-up runs.
+
+    Attributes:
+        healthy: False once the device failed in a way a retry cannot mend (not an OOM).
+    """
 
     def __init__(self, config: TransformersBackendConfig) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         self.config = config
         self.device = torch.device(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.dtype]
-        if dtype is None:
-            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        try:
-            self.processor = AutoProcessor.from_pretrained(config.model, local_files_only=config.local_files_only)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                config.model, dtype=dtype, local_files_only=config.local_files_only
-            )
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelError(f"cannot load MLLM {config.model!r}: {first}") from None
-        self.model.to(self.device).eval()
-        self.dtype = dtype
+        self.processor = load_processor(config.model, config.local_files_only)
+        self.model = load_model(config.model, config.dtype, self.device, config.local_files_only)
+        self.dtype = self.model.dtype
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_id = config.model_id or str(config.model)
-        self.trie = AnswerTrie(lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        self.engine = Engine(self.model)
+        self.healthy = True
+        context = render_prompt(self.processor, [{"role": "user", "content": [{"type": "text", "text": "?"}]}])
+        self.trie = AnswerTrie(encoder_in_context(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], context))
+        self._image_options = self._image_budget()
         if config.warmup:
             self._warmup()
 
@@ -62,67 +103,149 @@ class TransformersBackend:
 
         blank = np.full((64, 64, 3), 128, np.uint8)
         request = MllmRequest(load_prompt("person-v1").messages(True, False), [blank])
-        self.generate([request], constrained=True)
+        answer = self.generate([request], constrained=True)[0]
+        if isinstance(answer, BackendFailure):
+            raise RuntimeError(f"the MLLM cannot answer a warm-up request: {answer.reason}")
+
+    def _image_budget(self) -> dict:
+        """Processor options that bound the image tokens of a crop (see the config)."""
+        images = self.processor.image_processor
+        options = {}
+        if hasattr(images, "max_pixels") and self.config.max_image_pixels:
+            options["max_pixels"] = self.config.max_image_pixels
+            options["min_pixels"] = min(getattr(images, "min_pixels", 0) or 0, self.config.max_image_pixels)
+        if hasattr(images, "do_image_splitting"):
+            options["do_image_splitting"] = self.config.image_splitting
+        if hasattr(images, "do_pan_and_scan"):
+            options["do_pan_and_scan"] = self.config.image_splitting
+        return options
 
     # -- inputs -------------------------------------------------------------------------------
 
     def _inputs(self, requests: list[MllmRequest]) -> dict:
         from PIL import Image
 
-        texts = [self.processor.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
+        texts = [render_prompt(self.processor, r.messages) for r in requests]
         images = [[Image.fromarray(np.ascontiguousarray(im)) for im in r.images] for r in requests]
-        batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt", **self._image_options)
+        batch = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in batch:
+                batch[key] = batch[key].to(self.dtype)
         return batch
+
+    def _run(self, requests: list[MllmRequest], answer) -> list:
+        """``answer(requests, inputs)`` for the batch; per request when the processor refuses
+        the batch (to find the request it cannot take), in halves when the device runs out of
+        memory. Failures come back as :class:`BackendFailure` in their slots."""
+        try:
+            inputs = self._inputs(requests)
+        except Exception as err:  # noqa: BLE001 (image processors raise anything on odd images: ZeroDivisionError too)
+            if len(requests) > 1:
+                return [out for r in requests for out in self._run([r], answer)]
+            return [BackendFailure(f"the processor cannot take this request: {_first_line(err)}")]
+        try:
+            return answer(requests, inputs)
+        except _OutOfMemory:
+            del inputs
+            _free_cuda()
+            if len(requests) == 1:
+                return [BackendFailure("out of device memory for a single request")]
+            half = len(requests) // 2
+            log.warning("MLLM batch of %d ran out of device memory; retrying in halves", len(requests))
+            return self._run(requests[:half], answer) + self._run(requests[half:], answer)
+
+    def _guard(self, call):
+        """Run ``call()``; a CUDA out-of-memory becomes :class:`_OutOfMemory`, other device
+        errors mark the backend unhealthy."""
+        try:
+            return call()
+        except torch.OutOfMemoryError:
+            raise _OutOfMemory() from None
+        except RuntimeError as err:
+            if "CUDA" in str(err) or "device-side" in str(err):
+                self.healthy = False
+            raise
 
     # -- generation ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str]:
-        """Greedy answers, one string per request (list in, list out, same order)."""
-        from transformers import LogitsProcessorList
-
-        inputs = self._inputs(requests)
-        prompt_len = inputs["input_ids"].shape[1]
-        eos = self.tokenizer.eos_token_id
-        options: dict = {"max_new_tokens": self.config.max_new_tokens}
+    def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str | BackendFailure]:
+        """Greedy answers, one per request (list in, list out, same order)."""
         if constrained:
-            # the constraint ends every answer with the tokenizer's EOS; free text keeps the
-            # model's own end-of-turn tokens (its generation config)
-            options = {"max_new_tokens": self.trie.max_len + 1, "eos_token_id": eos,
-                       "logits_processor": LogitsProcessorList([_TrieConstraint(self.trie, prompt_len, eos)])}  # fmt: skip
-        out = self.model.generate(**inputs, do_sample=False, pad_token_id=self.tokenizer.pad_token_id, **options)
+            return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._constrained(inputs)))
+        return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._free(inputs)))
+
+    @torch.inference_mode()
+    def _free(self, inputs: dict) -> list[str]:
+        prompt_len = inputs["input_ids"].shape[1]
+        out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.config.max_new_tokens,
+                                  pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
         return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+
+    @torch.inference_mode()
+    def _constrained(self, inputs: dict) -> list[str]:
+        state = self.engine.prefill(inputs)
+        rows = range(len(state.next_pos))
+        nodes = [self.trie.root] * len(rows)
+        written: list[list[int]] = [[] for _ in rows]
+        logits = state.last_logits
+        while True:
+            live = [r for r in rows if nodes[r].children]
+            if not live:
+                break
+            choices = _choose(logits, [list(nodes[r].children) if r in live else [] for r in rows])
+            feeds = [[] for _ in rows]
+            for r in live:
+                node = nodes[r]
+                token = choices[r]
+                while True:  # the chosen token, then every token the trie forces after it
+                    feeds[r].append(token)
+                    node = node.children[token]
+                    if len(node.children) != 1 or node.leaf:
+                        break
+                    (token,) = node.children
+                nodes[r] = node
+                written[r] += feeds[r]
+            if not any(nodes[r].children for r in rows):
+                break
+            logits = self._feed_chains(state, feeds)
+        return self.tokenizer.batch_decode(written, skip_special_tokens=True)
+
+    def _feed_chains(self, state: PromptState, chains: list[list[int]]) -> torch.Tensor:
+        """Feed each row its chain (ragged, padded with tokens masked from everything) and
+        commit it; returns the logits after each row's last token ``(B, V)``."""
+        width = max(len(c) for c in chains)
+        pad = self.tokenizer.pad_token_id
+        tokens = torch.tensor([c + [pad] * (width - len(c)) for c in chains])
+        parents = [[i - 1 if i < len(c) else -1 for i in range(width)] for c in chains]
+        logits = self.engine.feed(state, tokens, parents)
+        self.engine.commit(state, [list(range(len(c))) for c in chains], width)
+        last = torch.tensor([max(len(c) - 1, 0) for c in chains], device=logits.device)
+        return logits[torch.arange(len(chains), device=logits.device), last]
 
     # -- scored readout -----------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def score(self, requests: list[MllmRequest]) -> list[ScoredAnswer]:
-        """Field distributions per request (list in, list out, same order).
+    def score(self, requests: list[MllmRequest]) -> list[ScoredAnswer | BackendFailure]:
+        """Field distributions per request (list in, list out, same order)."""
+        return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._score(inputs)))
 
-        Every step is batched over the requests: the prompt pass, each level of each slot's
-        trie walk (all rows' frontier paths in one forward on gathered cache rows), and the
-        step that feeds each row its most likely value before the next slot.
-        """
-        inputs = self._inputs(requests)
-        mask = inputs["attention_mask"]
-        out = self.model(**inputs, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        cache, logprobs = out.past_key_values, out.logits[:, -1].float().log_softmax(-1)
-        nodes = [self.trie.root] * len(requests)
-        dists: list[dict[str, dict]] = [{} for _ in requests]
-        for k, slot in enumerate(SLOTS):
-            walked = self._slot(cache, mask, logprobs, nodes, slot)
-            for row, (dist, _) in enumerate(walked):
-                dists[row][slot] = dist
-            if k + 1 < len(SLOTS):
-                # the next field is read in the context of this one's most likely value
-                paths = [path for _, path in walked]
-                for row, path in enumerate(paths):
-                    for token in path:
-                        nodes[row] = nodes[row].children[token]
-                logprobs, cache, mask = self._extend(cache, mask, logprobs, paths)
+    @torch.inference_mode()
+    def _score(self, inputs: dict) -> list[ScoredAnswer]:
+        state = self.engine.prefill(inputs)
+        rows = range(len(state.next_pos))
+        walks = [_Walk(self.trie.root, None) for _ in rows]
+        dists: list[dict] = [{} for _ in rows]
+        for slot in SLOTS:
+            for walk in walks:
+                walk.expand(slot)
+            logprobs = self._tree_logprobs(state, walks)
+            chosen = []
+            for r, walk in enumerate(walks):
+                dists[r][slot] = walk.distribution(logprobs[r], slot)
+                chosen.append(walk.advance(slot))
+            width = max(len(w.fed) for w in walks)
+            if width:
+                self.engine.commit(state, chosen, width)
         return [
             ScoredAnswer(
                 age=np.array([d["age"].get(a, 0.0) for a in AGES]),
@@ -132,85 +255,125 @@ class TransformersBackend:
             for d in dists
         ]
 
-    def _slot(self, cache, mask, logprobs: torch.Tensor, starts: list[Node], slot: str) -> list[tuple[dict, list[int]]]:
-        """Breadth-first walk below each row's node until every path fixes the slot's value.
-
-        Returns per row the normalised distribution over values and the token path to the
-        most likely value's node. Paths are scored by the unconstrained model and
-        renormalised over the valid answers.
-        """
-        rows = range(len(starts))
-        per_value: list[dict] = [defaultdict(list) for _ in rows]
-        best: list[dict] = [{} for _ in rows]
-        frontier = [[] if n.determined(slot) else [(n, [], 0.0)] for n in starts]
-        level = [logprobs[r : r + 1] for r in rows]
-        while any(frontier):
-            nxt: list[list] = [[] for _ in rows]
-            for r in rows:
-                for (node, path, lp), row_logprobs in zip(frontier[r], level[r]):
-                    for token, child in node.children.items():
-                        clp = lp + float(row_logprobs[token])
-                        if child.determined(slot):
-                            value = child.value(slot)
-                            per_value[r][value].append(clp)
-                            if value not in best[r] or clp > best[r][value][0]:
-                                best[r][value] = (clp, path + [token])
-                        else:
-                            nxt[r].append((child, path + [token], clp))
-            frontier = nxt
-            flat = [(r, path) for r in rows for _, path, _ in frontier[r]]
-            if flat:
-                out = self._extend_many(cache, mask, [r for r, _ in flat], [p for _, p in flat])
-                sizes = [len(f) for f in frontier]
-                level = list(torch.split(out, sizes))
-        results = []
-        for r, start in enumerate(starts):
-            if start.determined(slot):
-                results.append(({start.value(slot): 1.0}, []))
-                continue
-            totals = {v: _logsumexp(lps) for v, lps in per_value[r].items()}
-            norm = _logsumexp(list(totals.values()))
-            dist = {v: math.exp(t - norm) for v, t in totals.items()}
-            results.append((dist, best[r][max(dist, key=dist.get)][1]))
-        return results
-
-    def _forward(self, cache, mask: torch.Tensor, ids: torch.Tensor, new_mask: torch.Tensor):
-        """Feed ``ids`` (masked by ``new_mask``) after ``cache``; positions skip masked slots."""
-        full_mask = torch.cat([mask, new_mask], 1)
-        positions = (full_mask.cumsum(-1)[:, -ids.shape[1] :] - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
-        return out, full_mask
-
-    def _extend_many(self, cache, mask: torch.Tensor, rows: list[int], paths: list[list[int]]) -> torch.Tensor:
-        """Log-probabilities after each equal-length path, each on a copy of its row's cache."""
-        index = torch.tensor(rows, device=self.device)
-        ids = torch.tensor(paths, device=self.device)
-        out, _ = self._forward(_cache_rows(cache, index), mask[index], ids, torch.ones_like(ids, dtype=mask.dtype))
-        return out.logits[:, -1].float().log_softmax(-1)
-
-    def _extend(self, cache, mask: torch.Tensor, logprobs: torch.Tensor, paths: list[list[int]]):
-        """Feed each row its own path (in place; ragged paths are right-padded and masked).
-
-        Returns the log-probabilities after each row's last real token, the cache and the mask.
-        """
-        width = max(len(p) for p in paths)
-        if width == 0:
-            return logprobs, cache, mask
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([p + [pad] * (width - len(p)) for p in paths], device=self.device)
-        new_mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in paths], dtype=mask.dtype, device=self.device)
-        out, full_mask = self._forward(cache, mask, ids, new_mask)
-        step = out.logits.float().log_softmax(-1)
-        rows = [step[r, len(p) - 1] if p else logprobs[r] for r, p in enumerate(paths)]
-        return torch.stack(rows), out.past_key_values, full_mask
+    def _tree_logprobs(self, state: PromptState, walks: list[_Walk]) -> list[list[dict]]:
+        """Feed every row's tree (one forward for the batch), then read at each node of each
+        walk the log-probabilities of its children's tokens (one device-to-host copy)."""
+        width = max(len(w.fed) for w in walks)
+        logits = None
+        if width:
+            pad = self.tokenizer.pad_token_id
+            tokens = torch.tensor([[t for t, _ in w.fed] + [pad] * (width - len(w.fed)) for w in walks])
+            parents = [[p for _, p in w.fed] + [-1] * (width - len(w.fed)) for w in walks]
+            logits = self.engine.feed(state, tokens, parents).log_softmax(-1)
+        prompt_end = state.last_logits.log_softmax(-1)
+        rows, items, tokens, where = [], [], [], []
+        for r, walk in enumerate(walks):
+            for i, node in enumerate(walk.nodes):
+                for token in node.children:
+                    rows.append(r)
+                    items.append(walk.item(i))
+                    tokens.append(token)
+                    where.append((r, i, token))
+        out: list[list[dict]] = [[{} for _ in w.nodes] for w in walks]
+        if not where:
+            return out
+        device = prompt_end.device
+        rows_t, items_t, tokens_t = (torch.tensor(x, device=device) for x in (rows, items, tokens))
+        values = prompt_end[rows_t, tokens_t]
+        if logits is not None:
+            values = torch.where(items_t >= 0, logits[rows_t, items_t.clamp(min=0), tokens_t], values)
+        for (r, i, token), lp in zip(where, values.tolist()):
+            out[r][i][token] = lp
+        return out
 
 
-def _cache_rows(cache, index: torch.Tensor):
-    """A new cache holding rows ``index`` of ``cache`` (copies; the source is left intact)."""
-    from transformers import DynamicCache
+class _Walk:
+    """One row's trie walk over one slot: the nodes whose children's probabilities the slot
+    needs, and what is fed for them.
 
-    return DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, index), layer.values.index_select(0, index))
-                                        for layer in cache.layers])  # fmt: skip
+    ``nodes[0]`` is where the row stands (its token ``pending`` not yet in the cache, or None
+    at the root, whose logits end the prompt); ``nodes[1:]`` are the nodes below it that do
+    not fix the slot's value yet, breadth first, each with its parent's index. ``fed`` is the
+    feed that gives their logits: the pending token first (when there is one), then each
+    node's token under its parent's feed index.
+    """
+
+    def __init__(self, start: Node, pending: int | None) -> None:
+        self.start, self.pending = start, pending
+        self.nodes: list[Node] = []
+        self.tokens: list[int | None] = []
+        self.parents: list[int] = []
+        self.fed: list[tuple[int, int]] = []
+        self._choice: tuple[list[int], Node, int] | None = None
+
+    def item(self, i: int) -> int:
+        """The feed index whose logits follow node ``i`` (-1: the prompt's last logits)."""
+        offset = 0 if self.pending is None else 1
+        return i - 1 + offset if i else offset - 1
+
+    def expand(self, slot: str) -> None:
+        self.nodes, self.tokens, self.parents, self.fed = [self.start], [self.pending], [-1], []
+        if self.start.determined(slot):
+            return
+        if self.pending is not None:
+            self.fed.append((self.pending, -1))
+        i = 0
+        while i < len(self.nodes):
+            for token, child in self.nodes[i].children.items():
+                if not child.determined(slot):
+                    self.nodes.append(child)
+                    self.tokens.append(token)
+                    self.parents.append(i)
+                    self.fed.append((token, self.item(i)))
+            i += 1
+
+    def distribution(self, logprobs: list[dict], slot: str) -> dict:
+        """The slot's normalised value distribution; remembers the way to the most likely
+        value's most likely node for :meth:`advance`."""
+        if self.start.determined(slot):
+            self._choice = None
+            return {self.start.value(slot): 1.0}
+        path_lp = [0.0] * len(self.nodes)
+        for i in range(1, len(self.nodes)):
+            path_lp[i] = path_lp[self.parents[i]] + logprobs[self.parents[i]][self.tokens[i]]
+        totals: dict = {}
+        best: dict = {}
+        for i, node in enumerate(self.nodes):
+            for token, child in node.children.items():
+                if child.determined(slot):
+                    lp = path_lp[i] + logprobs[i][token]
+                    value = child.value(slot)
+                    totals.setdefault(value, []).append(lp)
+                    if value not in best or lp > best[value][0]:
+                        best[value] = (lp, i, token, child)
+        sums = {v: _logsumexp(lps) for v, lps in totals.items()}
+        norm = _logsumexp(list(sums.values()))
+        dist = {v: math.exp(t - norm) for v, t in sums.items()}
+        _, i, token, child = best[max(dist, key=dist.get)]
+        path = []
+        while i >= 0:
+            path.append(i)
+            i = self.parents[i]
+        self._choice = (path[::-1], child, token)
+        return dist
+
+    def advance(self, slot: str) -> list[int]:
+        """Move to the chosen value's node; returns the feed indices to commit (the path)."""
+        if self._choice is None:
+            return []
+        path, child, token = self._choice
+        committed = [self.item(i) for i in path if self.item(i) >= 0]
+        self.start, self.pending = child, token
+        return committed
+
+
+def _choose(logits: torch.Tensor, allowed: list[list[int]]) -> list[int]:
+    """Per row, the allowed token with the highest logit (rows with none: -1); one sync."""
+    width = max((len(a) for a in allowed), default=0)
+    ids = torch.tensor([a + [a[0] if a else 0] * (width - len(a)) for a in allowed], device=logits.device)
+    picked = logits.gather(1, ids).argmax(1)
+    chosen = ids.gather(1, picked[:, None])[:, 0].tolist()
+    return [c if a else -1 for c, a in zip(chosen, allowed)]
 
 
 def _logsumexp(values: list[float]) -> float:
@@ -218,18 +381,11 @@ def _logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-class _TrieConstraint:
-    """Logits processor: only tokens that keep the answer inside the trie; EOS at a leaf."""
+def _free_cuda() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
-    def __init__(self, trie: AnswerTrie, prompt_len: int, eos_token_id: int) -> None:
-        self.trie = trie
-        self.prompt_len = prompt_len
-        self.eos = eos_token_id
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        mask = torch.full_like(scores, float("-inf"))
-        for row, generated in enumerate(input_ids[:, self.prompt_len :].tolist()):
-            allowed = self.trie.allowed(generated)
-            # None: the row already ended (EOS, then padding); [] : a complete answer
-            mask[row, allowed if allowed else [self.eos]] = 0.0
-        return scores + mask
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,8 +1,9 @@
 """The token trie of every valid answer, built from the model's own tokenizer.
 
-Each of the 1,414 canonical answers is tokenized whole, as the model would write it, and
-inserted; a node knows which ages, genders and expressions lie below it. That one structure
-drives both answer modes:
+Each of the 1,414 canonical answers is tokenized whole, as the model would write it right after
+its generation prompt (a SentencePiece tokenizer gives ``▁{`` after ``ASSISTANT:`` and ``{``
+elsewhere), and inserted; a node knows which ages, genders and expressions lie below it. That
+one structure drives both answer modes:
 
 - constrained decoding allows, at each step, only the children of the node reached so far
   (and end-of-sequence at a leaf), so nothing but a valid answer can come out, whatever the
@@ -20,7 +21,7 @@ from typing import Literal
 from ...types import EXPRESSIONS
 from .schema import AGES, GENDERS, answer_text
 
-__all__ = ["SLOTS", "AnswerTrie", "Node"]
+__all__ = ["SLOTS", "AnswerTrie", "Node", "encoder_in_context"]
 
 Slot = Literal["age", "gender", "expression"]
 SLOTS: tuple[Slot, ...] = ("age", "gender", "expression")
@@ -44,7 +45,9 @@ class AnswerTrie:
     """Trie over the token ids of every canonical answer.
 
     Args:
-        encode: text -> token ids, without special tokens (the model's tokenizer).
+        encode: answer text -> its token ids as the model would write them; or a list of
+            such sequences when the answer has several surface forms (see
+            :func:`encoder_in_context`), each inserted.
     """
 
     def __init__(self, encode) -> None:
@@ -53,9 +56,11 @@ class AnswerTrie:
         for age in AGES:
             for gender in GENDERS:
                 for expression in EXPRESSIONS:
-                    ids = list(encode(answer_text(age, gender, expression)))
-                    self._insert(ids, {"age": age, "gender": gender, "expression": expression})
-                    self.max_len = max(self.max_len, len(ids))
+                    encoded = encode(answer_text(age, gender, expression))
+                    forms = encoded if encoded and isinstance(encoded[0], list) else [list(encoded)]
+                    for ids in forms:
+                        self._insert(ids, {"age": age, "gender": gender, "expression": expression})
+                        self.max_len = max(self.max_len, len(ids))
 
     def _insert(self, ids: list[int], values: dict) -> None:
         node = self.root
@@ -85,3 +90,34 @@ class AnswerTrie:
         if node is None:
             return None
         return list(node.children)
+
+
+def encoder_in_context(tokenize, context: str):
+    """answer text -> its token sequences as written right after ``context`` (the rendered
+    generation prompt): the tokens of ``context + answer`` past those of ``context``.
+
+    When the context ends in a non-space character (``ASSISTANT:``), the answer may come with
+    or without a leading space, and both forms are returned; a form whose tokens would merge
+    with the context's last tokens cannot be written after it and is left out.
+
+    Args:
+        tokenize: text -> token ids, without special tokens.
+        context: the prompt as rendered, generation prompt included.
+
+    Raises:
+        ValueError: no form of an answer can follow the context.
+    """
+    base = list(tokenize(context))
+    prefixes = ["", " "] if context and not context[-1].isspace() else [""]
+
+    def encode(answer: str) -> list[list[int]]:
+        forms = []
+        for prefix in prefixes:
+            ids = list(tokenize(context + prefix + answer))
+            if ids[: len(base)] == base and len(ids) > len(base):
+                forms.append(ids[len(base) :])
+        if not forms:
+            raise ValueError(f"the answer {answer!r} cannot follow the prompt's last tokens")
+        return forms
+
+    return encode
