@@ -51,13 +51,15 @@ serve: models
 	$(TL) serve
 
 # The pipeline side by side (tracklens bench), the face detectors, an ingest process's memory as
-# streams come and go (~5 min), then the live service (~20 min:
+# streams come and go (~5 min), the MLLM estimator against a bare prefill (tiny shapes on a CPU,
+# 7B shapes on a GPU), then the live service (~20 min:
 # its memory run lasts BENCH_MINUTES); results in bench/results/.
 BENCH_MINUTES ?= 10
 bench: models system $(SAMPLE)
 	$(TL) bench --video $(SAMPLE) --out bench/results
 	$(PY) bench/face_detectors.py --video $(SAMPLE) --out bench/results/face_detectors.json
 	$(PY) bench/ingest_memory.py --speed --out bench/results/ingest_memory.json
+	$(PY) bench/mllm_gpu.py --out bench/results/mllm_gpu.json
 	$(PY) bench/service.py --minutes $(BENCH_MINUTES) --out bench/results/service.json
 
 clean:

@@ -20,7 +20,6 @@ fastapi = pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from tracklens.pipeline.config import MllmEstimatorConfig, OpenAIBackendConfig, TransformersBackendConfig
-from tracklens.pipeline.errors import ConfigError
 from tracklens.pipeline.estimators import build_estimator
 from tracklens.pipeline.estimators.mllm.base import MllmRequest
 from tracklens.pipeline.types import Crop
@@ -28,19 +27,63 @@ from tracklens.pipeline.types import Crop
 REFUSAL = "I'm sorry, but I can't help with identifying people in images."
 
 
+#: Request fields a vLLM chat completions server takes (a subset: what tracklens may send).
+_FIELDS = {"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "response_format", "structured_outputs",
+           "logprobs", "top_logprobs", "seed", "n", "stream", "top_p", "stop"}  # fmt: skip
+
+
 def _app(tiny_path):
+    """A chat completions server in the shape of vLLM's: unknown request fields (the removed
+    ``guided_*`` ones included) are refused with 400; ``response_format`` json_schema and
+    ``structured_outputs`` choice are enforced (the tiny VLM answers inside the answer trie);
+    ``logprobs``/``top_logprobs`` come from the tiny VLM's own forward passes. The model
+    ``ignores-constraints`` answers as a server that drops them would."""
+    from mllm_reference import PlainModel
     from PIL import Image
-    from tracklens.pipeline.estimators.mllm.transformers_backend import TransformersBackend
+    from tracklens.pipeline.estimators.mllm.schema import JSON_SCHEMA, all_answers
+    from tracklens.pipeline.estimators.mllm.transformers_backend import TransformersBackend, render_prompt
+    from tracklens.pipeline.estimators.mllm.trie import encoder_in_context
 
     backend = TransformersBackend(TransformersBackendConfig(model=str(tiny_path), local_files_only=True, device="cpu"))
+    context = render_prompt(backend.processor, [{"role": "user", "content": [{"type": "text", "text": "?"}]}])
+    forms = encoder_in_context(lambda t: backend.tokenizer(t, add_special_tokens=False)["input_ids"], context)
     app = fastapi.FastAPI()
-    state = {"calls": {}, "in_flight": 0, "max_in_flight": 0, "images": [], "lock": threading.Lock()}
+    state = {"calls": {}, "in_flight": 0, "max_in_flight": 0, "images": [], "bodies": [], "lock": threading.Lock()}
 
-    def reply(content=None, refusal=None):
+    def reply(content=None, refusal=None, logprobs=None):
         message = {"role": "assistant", "content": content}
         if refusal is not None:
             message["refusal"] = refusal
-        return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": logprobs}
+        return {"id": "x", "object": "chat.completion", "choices": [choice]}
+
+    def check(body: dict) -> bool:
+        """Whether the body asks for the answer to be enforced; 400 for what vLLM would refuse."""
+        unknown = set(body) - _FIELDS
+        if unknown:
+            raise fastapi.HTTPException(400, f"unknown fields: {sorted(unknown)}")
+        if "response_format" in body:
+            rf = body["response_format"]
+            if rf.get("type") != "json_schema" or rf.get("json_schema", {}).get("schema") != JSON_SCHEMA:
+                raise fastapi.HTTPException(400, "response_format: only the answer's json_schema is served here")
+            return True
+        if "structured_outputs" in body:
+            if body["structured_outputs"] != {"choice": all_answers()}:
+                raise fastapi.HTTPException(400, "structured_outputs: expected a choice over the canonical answers")
+            return True
+        return False
+
+    def token_logprobs(request: MllmRequest, text: str, k: int) -> list[dict]:
+        (ids,) = [f for f in forms(text.strip()) if backend.tokenizer.decode(f) == text] or [forms(text.strip())[0]]
+        plain = PlainModel(backend, request)
+        out = []
+        for i, token in enumerate(ids):
+            lp = plain.after(ids[:i])
+            top = lp.topk(min(k, lp.shape[-1]))
+            out.append({"token": backend.tokenizer.decode([token]), "logprob": float(lp[token]),
+                        "top_logprobs": [{"token": backend.tokenizer.decode([t]), "logprob": float(v)}
+                                         for v, t in zip(top.values.tolist(), top.indices.tolist())]})  # fmt: skip
+        return out
 
     @app.post("/v1/chat/completions")
     def chat(body: dict):
@@ -49,7 +92,9 @@ def _app(tiny_path):
             state["calls"][model] = state["calls"].get(model, 0) + 1
             state["in_flight"] += 1
             state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+            state["bodies"].append(body)
         try:
+            enforced = check(body)
             if model == "broken":
                 raise fastapi.HTTPException(500, "model worker crashed")
             if model == "flaky" and state["calls"][model] % 2 == 1:
@@ -73,20 +118,26 @@ def _app(tiny_path):
                     else:
                         content.append(part)
                 messages.append({"role": message["role"], "content": content})
+            if not images:  # a text-only probe: the tiny VLM needs an image; one grey square stands in
+                images.append(np.full((32, 32, 3), 128, np.uint8))
+                messages[-1]["content"].insert(0, {"type": "image"})
             state["images"].append(len(images))
-            constrained = body.get("response_format", {}).get("type") == "json_schema"
-            (text,) = backend.generate([MllmRequest(messages, images)], constrained=constrained)
-            return reply(text)
+            request = MllmRequest(messages, images)
+            if model == "ignores-constraints":
+                return reply("banana")
+            (text,) = backend.generate([request], constrained=enforced)
+            logprobs = {"content": token_logprobs(request, text, body["top_logprobs"])} if body.get("logprobs") else None
+            return reply(text, logprobs=logprobs)
         finally:
             with state["lock"]:
                 state["in_flight"] -= 1
 
-    return app, state
+    return app, state, backend
 
 
 @pytest.fixture(scope="module")
 def server(tiny_whole):
-    app, state = _app(tiny_whole)
+    app, state, backend = _app(tiny_whole)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -99,6 +150,7 @@ def server(tiny_whole):
         time.sleep(0.05)
     else:
         pytest.fail("test server did not start")
+    state["backend"] = backend
     yield f"http://127.0.0.1:{port}/v1", state
     srv.should_exit = True
     thread.join(timeout=10)
@@ -116,7 +168,7 @@ def _estimator(url, model, mode="constrained", **backend):
 
 def test_constrained_answers_over_http_are_valid(server, astronaut):
     url, state = server
-    estimates = _estimator(url, "tiny", json_schema=True).estimate(_crops(astronaut))
+    estimates = _estimator(url, "tiny").estimate(_crops(astronaut))
     assert all(e.valid and e.model == "tiny" and e.prompt == "person-v1" for e in estimates)
     assert all(0 <= e.age <= 100 for e in estimates)
     assert state["images"][-1] == 2  # face and body both sent
@@ -132,7 +184,7 @@ def test_refusals_are_counted_not_guessed(server, astronaut):
 def test_timeout_is_retried_then_reported(server, astronaut):
     url, state = server
     before = state["calls"].get("slow", 0)
-    (e,) = _estimator(url, "slow", timeout_s=0.4, max_retries=1, backoff_s=0.01).estimate(_crops(astronaut, 1))
+    (e,) = _estimator(url, "slow", timeout_s=0.4, max_retries=1, backoff_s=0.01, check_on_start=False).estimate(_crops(astronaut, 1))
     assert not e.valid and e.reason == "backend error: timed out after 0.4 s (2 attempts)"
     assert state["calls"]["slow"] - before == 2
 
@@ -140,7 +192,7 @@ def test_timeout_is_retried_then_reported(server, astronaut):
 def test_server_error_is_retried_with_backoff_then_reported(server, astronaut):
     url, state = server
     start = time.perf_counter()
-    (e,) = _estimator(url, "broken", max_retries=2, backoff_s=0.1).estimate(_crops(astronaut, 1))
+    (e,) = _estimator(url, "broken", max_retries=2, backoff_s=0.1, check_on_start=False).estimate(_crops(astronaut, 1))
     assert not e.valid and e.reason == "backend error: HTTP 500 (3 attempts)"
     assert time.perf_counter() - start >= 0.1 + 0.2  # backoff doubled between attempts
     assert state["calls"]["broken"] == 3
@@ -148,7 +200,7 @@ def test_server_error_is_retried_with_backoff_then_reported(server, astronaut):
 
 def test_a_transient_error_recovers_on_retry(server, astronaut):
     url, state = server
-    (e,) = _estimator(url, "flaky", max_retries=1, backoff_s=0.01, json_schema=True).estimate(_crops(astronaut, 1))
+    (e,) = _estimator(url, "flaky", max_retries=1, backoff_s=0.01, check_on_start=False).estimate(_crops(astronaut, 1))
     assert e.valid and state["calls"]["flaky"] == 2  # a 503, then the answer
 
 
@@ -159,7 +211,7 @@ def test_concurrency_is_limited(server, astronaut):
             break
         time.sleep(0.05)
     state["max_in_flight"] = 0
-    _estimator(url, "busy", max_concurrency=2).estimate(_crops(astronaut, 6))
+    _estimator(url, "busy", max_concurrency=2, check_on_start=False).estimate(_crops(astronaut, 6))
     assert state["max_in_flight"] == 2
 
 
@@ -185,6 +237,54 @@ def test_an_endpoint_that_goes_away_later_gives_invalid_estimates_not_a_crash(as
     assert not e.valid and e.reason.startswith("backend error: connection failed")
 
 
-def test_scored_mode_needs_the_transformers_backend():
-    with pytest.raises(ConfigError, match="scored"):
-        _estimator("http://127.0.0.1:9/v1", "tiny", mode="scored")
+def test_constrained_requests_ask_the_server_to_enforce_the_answer_never_with_guided_fields(server, astronaut):
+    """Regression: constrained mode was free text unless ``json_schema: true`` was set, and
+    vLLM 0.12 removed the ``guided_*`` fields (newer servers ignore them and answer
+    unconstrained with HTTP 200): every constrained request carries response_format, or
+    structured_outputs with a choice over the canonical answers."""
+    url, state = server
+    for constraint, field in (("json_schema", "response_format"), ("choice", "structured_outputs")):
+        state["bodies"].clear()
+        estimates = _estimator(url, "tiny", constraint=constraint).estimate(_crops(astronaut, 2))
+        assert all(e.valid for e in estimates), [e.reason for e in estimates]
+        assert len(state["bodies"]) == 3 and all(field in b and not any(k.startswith("guided") for k in b) for b in state["bodies"])
+
+
+def test_a_server_that_ignores_the_constraint_is_an_error_at_start(server):
+    """A server that drops ``response_format`` answers the probe ('reply banana') in plain
+    text: that is an error before any work, not a silent run of free-text answers."""
+    from tracklens.pipeline.errors import ModelError
+
+    url, _ = server
+    for mode in ("constrained", "scored"):
+        with pytest.raises(ModelError, match=r"ignores response_format \(json_schema\).*'banana'"):
+            _estimator(url, "ignores-constraints", mode=mode)
+    _estimator(url, "ignores-constraints", mode="free")  # free text asks for no constraint: no probe
+
+
+def test_scored_mode_reads_the_server_s_logprobs(server, astronaut):
+    """Field distributions from ``top_logprobs``: normalised, and, for gender (one token per
+    value in this tokenizer), equal to the model's own two-way probability at that position
+    after the generated answer's prefix (PNG images: the server sees the same pixels)."""
+    from mllm_reference import PlainModel
+
+    url, state = server
+    estimator = _estimator(url, "tiny", mode="scored", top_logprobs=1000, image_format="png")
+    crops = _crops(astronaut, 2)
+    crops[1] = Crop("s:0:9", 0.0, None, None, astronaut[::2, ::2].copy(), 0.9)  # body only: another prompt
+    estimates = estimator.estimate(crops)
+    assert all(e.valid and 0 <= e.p_female <= 1 and e.extra["mode"] == "scored" for e in estimates), [e.reason for e in estimates]
+    backend = state["backend"]
+    tokenizer = backend.tokenizer
+    male, female = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("male", "female"))
+    assert len(male) == len(female) == 1  # what makes gender exact here
+    for crop, estimate in zip(crops, estimates):
+        plain = PlainModel(backend, estimator._request(crop))
+        node, path = backend.trie.root, []
+        while not any(child.determined("gender") for child in node.children.values()):  # greedy, as the server answered
+            lp = plain.after(path)
+            token = max(node.children, key=lambda t: float(lp[t]))
+            path, node = path + [token], node.children[token]
+        lp = plain.after(path)
+        exact = float(lp[female[0]].exp() / (lp[female[0]].exp() + lp[male[0]].exp()))
+        assert estimate.p_female == pytest.approx(exact, abs=1e-4)

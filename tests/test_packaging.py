@@ -127,6 +127,22 @@ def test_the_cluster_manifest_carries_a_valid_service_config():
     assert config.estimator.type == "routed" and config.pools.mllm.num_gpus == 1
 
 
+def test_the_vllm_manifest_points_the_mllm_pool_at_its_ray_serve_llm_application():
+    """deploy/rayservice-vllm.yaml cannot run here (vLLM has no CPU wheel): check what can be,
+    the two applications and that tracklens's openai backend names the served model at its route."""
+    import yaml
+    from tracklens.pipeline.config import ServeConfig
+
+    service, config_map = yaml.safe_load_all((REPO / "deploy" / "rayservice-vllm.yaml").read_text())
+    apps = {a["name"]: a for a in yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]}
+    assert apps["mllm"]["import_path"] == "ray.serve.llm:build_openai_app"
+    (llm,) = apps["mllm"]["args"]["llm_configs"]
+    assert llm["engine_kwargs"]["limit_mm_per_prompt"] == {"image": 2} and llm["engine_kwargs"]["enable_prefix_caching"]
+    backend = ServeConfig.model_validate(yaml.safe_load(config_map["data"]["serve.yaml"])).estimator.primary.backend
+    assert backend.type == "openai" and backend.model == llm["model_loading_config"]["model_id"]
+    assert backend.base_url.endswith(apps["mllm"]["route_prefix"] + "/v1")
+
+
 @pytest.mark.parametrize("name", ["mllm-transformers.yaml", "mllm-openai.yaml"])
 def test_example_configs_are_valid(name):
     from tracklens.pipeline.config import load_config

@@ -62,8 +62,16 @@ class OpenAIBackendConfig(_Section):
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
     max_tokens: int = Field(64, ge=1)
-    json_schema: bool = Field(False, description="send response_format json_schema (servers that enforce it)")
-    check_on_start: bool = Field(True, description="GET /models once before any work: unreachable is an error")
+    constraint: Literal["json_schema", "choice"] = Field(
+        "json_schema", description="how constrained and scored modes make the server enforce the answer: json_schema "
+        "(OpenAI response_format; vLLM, hosted APIs) or choice (vLLM structured_outputs over the 1,414 canonical answers)"
+    )
+    top_logprobs: int = Field(20, ge=2, le=1000, description="scored mode: alternatives read at each answer token "
+                              "(OpenAI allows 20; vLLM up to its --max-logprobs)")
+    check_on_start: bool = Field(
+        True, description="before any work: GET /models (unreachable is an error) and, for constrained and scored modes, "
+        "one probe request that only a server enforcing the constraint answers in the schema"
+    )
     image_format: Literal["jpeg", "png"] = "jpeg"
 
 

@@ -37,7 +37,8 @@ class MllmEstimator:
 
     source = "mllm"
 
-    def __init__(self, config: MllmEstimatorConfig, models=None) -> None:
+    def __init__(self, config: MllmEstimatorConfig, models=None, backend=None) -> None:
+        """``backend``: one already built (benchmarks); by default built from the config."""
         self.config = config
         self.prompt = load_prompt(config.prompt)
         module, name = BACKENDS[config.backend.type]
@@ -48,13 +49,15 @@ class MllmEstimator:
                 f"the {config.backend.type} MLLM backend needs {err.name or 'a missing package'}: "
                 "install tracklens with the [mllm] extra (pip install 'tracklens[mllm]')"
             ) from None
-        if config.mode == "scored" and not hasattr(backend_cls, "score"):
-            raise ConfigError(
-                f"mode 'scored' needs token probabilities over the whole answer; the {config.backend.type} "
-                "backend gives text only: use mode 'constrained' or 'free'"
-            )
-        self.backend = backend_cls(config.backend)
+        self.backend = backend if backend is not None else backend_cls(config.backend)
         self.model_id = self.backend.model_id
+        verify = getattr(self.backend, "verify_constraint", None)
+        if verify is not None and config.mode != "free" and getattr(config.backend, "check_on_start", False):
+            try:
+                verify()
+            except BaseException:
+                self.close()
+                raise
 
     def estimate(self, crops: list[Crop]) -> list[Estimate]:
         out: list[Estimate | None] = [None] * len(crops)

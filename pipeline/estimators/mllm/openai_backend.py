@@ -1,5 +1,14 @@
 """MLLM backend over an OpenAI-compatible chat completions endpoint (images as data URLs).
 
+Constrained and scored modes make the server enforce the answer: OpenAI ``response_format``
+with the answer's JSON schema (vLLM and hosted APIs honour it), or, for a vLLM server,
+``structured_outputs`` with a ``choice`` over the 1,414 canonical answers. Never the
+``guided_*`` fields: vLLM 0.12 removed them, and newer servers ignore them and answer
+unconstrained with HTTP 200. Since a server may also ignore ``response_format``, one probe at
+start asks for a reply that only an enforcing server gives in the schema: an ignored constraint
+is an error, not a silent downgrade to free text. Scored mode adds ``logprobs`` and
+``top_logprobs`` and reads the fields from them (:mod:`.logprobs` says what is exact there).
+
 Requests run concurrently up to ``max_concurrency``; each has a timeout and is retried with
 exponential backoff on timeouts, connection errors, 429 and 5xx. A request that still fails
 comes back as a :class:`BackendFailure` in its slot, so one bad request never sinks a batch.
@@ -21,12 +30,14 @@ from ...config import OpenAIBackendConfig
 from ...env import secret
 from ...errors import ModelError
 from ...urls import redact_url
-from .base import BackendFailure, MllmRequest
-from .schema import JSON_SCHEMA
+from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .logprobs import read_scored_answer
+from .schema import JSON_SCHEMA, all_answers, parse_answer
 
 __all__ = ["OpenAIBackend"]
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_CHOICES = all_answers()
 
 
 class OpenAIBackend:
@@ -68,11 +79,47 @@ class OpenAIBackend:
             key = f"${self.config.api_key_env}" if self.config.api_key_env else "an API key (backend.api_key_env)"
             raise ModelError(f"the MLLM endpoint {url} refused the request (HTTP {response.status_code}); check {key}")
 
+    def verify_constraint(self) -> None:
+        """Check that the server enforces the answer: ask, under the constraint, for a reply
+        that is not an answer at all; a server that ignores the constraint complies.
+
+        Raises:
+            ModelError: the server answered outside the schema, or could not be asked.
+        """
+        url = redact_url(self.config.base_url)
+        probe = [{"role": "user", "content": [{"type": "text", "text": "Reply with the single word banana and nothing else."}]}]
+        answer = self._complete(MllmRequest(probe, []), constrained=True)
+        if isinstance(answer, BackendFailure):
+            raise ModelError(f"the MLLM endpoint {url} failed the constraint probe: {answer.reason}")
+        if not parse_answer(answer).valid:
+            field = "response_format (json_schema)" if self.config.constraint == "json_schema" else "structured_outputs (choice)"
+            raise ModelError(
+                f"the MLLM endpoint {url} ignores {field}: asked under the answer's schema to reply 'banana', it replied "
+                f"{answer[:40]!r}; use a server that enforces it (vLLM, a hosted API with structured outputs), another "
+                "backend.constraint, or mode free"
+            )
+
     def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str | BackendFailure]:
         """One answer text (or failure) per request, same order."""
         return list(self._pool.map(lambda r: self._complete(r, constrained), requests))
 
-    def _body(self, request: MllmRequest, constrained: bool) -> dict:
+    def score(self, requests: list[MllmRequest]) -> list[ScoredAnswer | BackendFailure]:
+        """Field distributions read from the server's log-probabilities (see :mod:`.logprobs`)."""
+        return list(self._pool.map(self._score_one, requests))
+
+    def _score_one(self, request: MllmRequest) -> ScoredAnswer | BackendFailure:
+        message = self._complete(request, constrained=True, logprobs=True)
+        if isinstance(message, BackendFailure):
+            return message
+        text, tokens = message
+        if not tokens:
+            return BackendFailure("the server returned no logprobs (does it support logprobs/top_logprobs?)")
+        answer = read_scored_answer(tokens)
+        if answer is None:
+            return BackendFailure(f"no complete answer to read logprobs from in {text[:60]!r}")
+        return answer
+
+    def _body(self, request: MllmRequest, constrained: bool, logprobs: bool = False) -> dict:
         images = iter(request.images)
         messages = []
         for message in request.messages:
@@ -84,11 +131,12 @@ class OpenAIBackend:
                     content.append({"type": "text", "text": part["text"]})
             messages.append({"role": message["role"], "content": content})
         body = {"model": self.config.model, "messages": messages, "temperature": 0, "max_tokens": self.config.max_tokens}
-        if constrained and self.config.json_schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "person", "schema": JSON_SCHEMA, "strict": True},
-            }
+        if constrained and self.config.constraint == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "person", "schema": JSON_SCHEMA, "strict": True}}
+        elif constrained:
+            body["structured_outputs"] = {"choice": _CHOICES}
+        if logprobs:
+            body["logprobs"], body["top_logprobs"] = True, self.config.top_logprobs
         return body
 
     def _data_url(self, image: np.ndarray) -> str:
@@ -99,8 +147,9 @@ class OpenAIBackend:
         Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG" if fmt == "jpeg" else "PNG", quality=90)
         return f"data:image/{fmt};base64,{base64.b64encode(buf.getvalue()).decode()}"
 
-    def _complete(self, request: MllmRequest, constrained: bool) -> str | BackendFailure:
-        body = self._body(request, constrained)
+    def _complete(self, request: MllmRequest, constrained: bool, logprobs: bool = False):
+        """The reply text (with ``logprobs``: ``(text, logprobs.content)``), or a failure."""
+        body = self._body(request, constrained, logprobs)
         delay = self.config.backoff_s
         last = "no attempt"
         for attempt in range(self.config.max_retries + 1):
@@ -121,12 +170,14 @@ class OpenAIBackend:
             if response.status_code != 200:
                 return BackendFailure(f"HTTP {response.status_code}: {response.text[:200]}")
             try:
-                message = response.json()["choices"][0]["message"]
-            except (ValueError, KeyError, IndexError):
+                choice = response.json()["choices"][0]
+                message = choice["message"]
+            except (ValueError, KeyError, IndexError, TypeError):
                 return BackendFailure("malformed response: no choices[0].message")
-            if message.get("refusal"):
-                return str(message["refusal"])
-            return str(message.get("content") or "")
+            text = str(message.get("refusal") or message.get("content") or "")
+            if logprobs:
+                return text, ((choice.get("logprobs") or {}).get("content") or [])
+            return text
         return BackendFailure(f"{last} ({self.config.max_retries + 1} attempts)")
 
     def close(self) -> None:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .tiny import _corpus
 
-__all__ = ["FAMILIES", "build_family"]
+__all__ = ["FAMILIES", "FamilyParts", "build_family", "family_parts"]
 
 # -- chat templates: each renders its family's prompt format ------------------------------------
 # Messages are transformers' content lists ({"type": "image"} / {"type": "text", "text": ...}).
@@ -126,10 +127,13 @@ _TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
 
 
 def _text(shape: dict, **fields) -> dict:
-    return {**_TINY_TEXT, **shape.get("text", {}), **fields}
+    """The text model's config: tiny sizes, the tokenizer's ids (``fields``), then ``shape``'s
+    own (a benchmark's real sizes, its vocabulary size included: the trained tokenizer only
+    uses the first ids)."""
+    return {**_TINY_TEXT, **fields, **shape.get("text", {})}
 
 
-def _qwen_vl(out: Path, shape: dict, version: str) -> None:
+def _qwen_vl(shape: dict, version: str) -> FamilyParts:
     import transformers as tf
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -141,7 +145,8 @@ def _qwen_vl(out: Path, shape: dict, version: str) -> None:
                                          merge_size=2, temporal_patch_size=2)  # fmt: skip
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     head_dim = _text(shape)["hidden_size"] // _text(shape)["num_attention_heads"]
-    sections = [head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6]  # t, h, w halves of the rotary dims
+    # the t, h, w shares of the rotary frequencies (half the head dimension)
+    sections = shape.get("mrope_section", [head_dim // 2 - 2 * (head_dim // 6), head_dim // 6, head_dim // 6])
     text = _text(shape, vocab_size=len(tokenizer), eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": text["hidden_size"],
               "patch_size": shape.get("patch", 14), "spatial_merge_size": 2, "temporal_patch_size": 2, **shape.get("vision", {})}  # fmt: skip
@@ -149,7 +154,8 @@ def _qwen_vl(out: Path, shape: dict, version: str) -> None:
               "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"]}  # fmt: skip
     if version == "2.5":
         text["rope_scaling"] = {"rope_type": "default", "mrope_section": sections}
-        config = tf.Qwen2_5_VLConfig(text_config=text, vision_config={**vision, "window_size": 56, "fullatt_block_indexes": [1]}, **common)
+        vision = {"window_size": 56, "fullatt_block_indexes": [1], **vision}
+        config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
         model_cls, processor_cls = tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor
     else:
         text["rope_parameters"] = {"rope_type": "default", "mrope_section": sections, "mrope_interleaved": True, "rope_theta": 5e6}
@@ -160,10 +166,10 @@ def _qwen_vl(out: Path, shape: dict, version: str) -> None:
                                              patch_size=vision["patch_size"], merge_size=2, temporal_patch_size=2)  # fmt: skip
         config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **common)
         model_cls, processor_cls = tf.Qwen3VLForConditionalGeneration, tf.Qwen3VLProcessor
-    _save(out, config, model_cls, processor_cls, images, tokenizer, template, shape)
+    return _parts(config, model_cls, processor_cls, images, tokenizer, template)
 
 
-def _gemma3(out: Path, shape: dict) -> None:
+def _gemma3(shape: dict) -> FamilyParts:
     import transformers as tf
 
     specials = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
@@ -184,11 +190,11 @@ def _gemma3(out: Path, shape: dict) -> None:
     config = tf.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image,
                              boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
                              image_token_index=ids["<image_soft_token>"])  # fmt: skip
-    _save(out, config, tf.Gemma3ForConditionalGeneration, tf.Gemma3Processor, images, tokenizer, _GEMMA3, shape,
-          image_seq_length=tokens_per_image)  # fmt: skip
+    return _parts(config, tf.Gemma3ForConditionalGeneration, tf.Gemma3Processor, images, tokenizer, _GEMMA3,
+                  image_seq_length=tokens_per_image)  # fmt: skip
 
 
-def _smolvlm(out: Path, shape: dict) -> None:
+def _smolvlm(shape: dict) -> FamilyParts:
     import transformers as tf
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
@@ -211,11 +217,11 @@ def _smolvlm(out: Path, shape: dict) -> None:
               "patch_size": shape.get("patch", 8), **shape.get("vision", {})}  # fmt: skip
     config = tf.SmolVLMConfig(text_config=text, vision_config=vision, scale_factor=scale, image_token_id=ids["<image>"],
                               pad_token_id=ids["<|endoftext|>"])  # fmt: skip
-    _save(out, config, tf.SmolVLMForConditionalGeneration, tf.SmolVLMProcessor, images, tokenizer, _IDEFICS3, shape,
-          image_seq_len=seq_len)  # fmt: skip
+    return _parts(config, tf.SmolVLMForConditionalGeneration, tf.SmolVLMProcessor, images, tokenizer, _IDEFICS3,
+                  image_seq_len=seq_len)  # fmt: skip
 
 
-def _llava_onevision(out: Path, shape: dict) -> None:
+def _llava_onevision(shape: dict) -> FamilyParts:
     import transformers as tf
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
@@ -235,11 +241,11 @@ def _llava_onevision(out: Path, shape: dict) -> None:
     config = tf.LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=ids["<image>"],
                                      video_token_index=ids["<video>"], image_grid_pinpoints=pinpoints,
                                      vision_feature_select_strategy="full", vision_feature_layer=-1)  # fmt: skip
-    _save(out, config, tf.LlavaOnevisionForConditionalGeneration, tf.LlavaOnevisionProcessor, images, tokenizer, _ONEVISION,
-          shape, num_image_tokens=(size // patch) ** 2, vision_feature_select_strategy="full")  # fmt: skip
+    return _parts(config, tf.LlavaOnevisionForConditionalGeneration, tf.LlavaOnevisionProcessor, images, tokenizer, _ONEVISION,
+                  num_image_tokens=(size // patch) ** 2, vision_feature_select_strategy="full")  # fmt: skip
 
 
-def _llava(out: Path, shape: dict) -> None:
+def _llava(shape: dict) -> FamilyParts:
     import transformers as tf
 
     specials = ["<s>", "</s>", "<image>", "<pad>"]
@@ -257,40 +263,61 @@ def _llava(out: Path, shape: dict) -> None:
               "num_attention_heads": 2, "image_size": size, "patch_size": patch, "projection_dim": 32, **shape.get("vision", {})}  # fmt: skip
     config = tf.LlavaConfig(text_config=text, vision_config=vision, image_token_id=ids["<image>"],
                             vision_feature_select_strategy="default", vision_feature_layer=-2)  # fmt: skip
-    _save(out, config, tf.LlavaForConditionalGeneration, tf.LlavaProcessor, images, tokenizer, _LLAVA15, shape,
-          patch_size=patch, vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
+    return _parts(config, tf.LlavaForConditionalGeneration, tf.LlavaProcessor, images, tokenizer, _LLAVA15,
+                  patch_size=patch, vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
 
 
-def _save(out: Path, config, model_cls, processor_cls, images, tokenizer, template: str, shape: dict, **processor_args) -> None:
-    """Save the model, then the processor's parts under the family's processor class, as a hub
-    checkpoint has them (without the video processor, which needs torchvision to build)."""
-    import torch
+@dataclass
+class FamilyParts:
+    """What a family's checkpoint is made of: the model's config and class, and its processor
+    (built for images only: its video part needs torchvision)."""
 
+    config: object
+    model_cls: type
+    processor: object
+    processor_cls: type
+
+    def model(self, seed: int = 0):
+        """The model with random weights (seeded), in eval mode, on the current default device
+        and dtype (``with torch.device("cuda")`` builds it on the GPU)."""
+        import torch
+
+        torch.manual_seed(seed)
+        model = self.model_cls(self.config).eval()
+        generation, tokenizer = model.generation_config, self.processor.tokenizer
+        generation.pad_token_id, generation.do_sample = tokenizer.pad_token_id, False
+        generation.eos_token_id = self.config.get_text_config().eos_token_id
+        return model
+
+
+def _parts(config, model_cls, processor_cls, images, tokenizer, template: str, **processor_args) -> FamilyParts:
     from .loading import image_only
 
-    torch.manual_seed(shape.get("seed", 0))
-    model = model_cls(config).eval()
-    generation = model.generation_config
-    generation.pad_token_id, generation.eos_token_id, generation.do_sample = tokenizer.pad_token_id, config.get_text_config().eos_token_id, False
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
     processor = image_only(processor_cls)(image_processor=images, tokenizer=tokenizer, chat_template=template, **processor_args)
-    processor.save_pretrained(out)
+    return FamilyParts(config, model_cls, processor, processor_cls)
+
+
+def _save(parts: FamilyParts, out: Path, seed: int) -> None:
+    """Save the model, then the processor's parts under the family's processor class, as a hub
+    checkpoint has them (without the video processor, which needs torchvision to build)."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts.model(seed).save_pretrained(out)
+    parts.processor.save_pretrained(out)
     for name in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
         path = out / name
         if path.exists():  # the image-only class saves its own name; a hub checkpoint names the family's
             data = json.loads(path.read_text())
             if "processor_class" in data:
-                data["processor_class"] = processor_cls.__name__
+                data["processor_class"] = parts.processor_cls.__name__
                 path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-#: family -> builder(out, shape)
-FAMILIES: dict[str, Callable[[Path, dict], None]] = {
+#: family -> parts(shape)
+FAMILIES: dict[str, Callable[[dict], FamilyParts]] = {
     "llava": _llava,
     "llava_onevision": _llava_onevision,
-    "qwen2_5_vl": lambda out, shape: _qwen_vl(out, shape, "2.5"),
-    "qwen3_vl": lambda out, shape: _qwen_vl(out, shape, "3"),
+    "qwen2_5_vl": lambda shape: _qwen_vl(shape, "2.5"),
+    "qwen3_vl": lambda shape: _qwen_vl(shape, "3"),
     "gemma3": _gemma3,
     "smolvlm": _smolvlm,
 }
@@ -302,8 +329,13 @@ def build_family(family: str, out: str | Path, shape: dict | None = None) -> Pat
     ``shape`` overrides sizes: ``text`` (a dict of text-model fields), ``vision`` (vision-tower
     fields), ``image_size`` / ``max_pixels`` / ``patch``, ``seed``.
     """
+    out = Path(out)
+    _save(family_parts(family, shape), out, (shape or {}).get("seed", 0))
+    return out
+
+
+def family_parts(family: str, shape: dict | None = None) -> FamilyParts:
+    """The parts of a ``family`` checkpoint of ``shape`` (see :func:`build_family`), in memory."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
-    out = Path(out)
-    FAMILIES[family](out, shape or {})
-    return out
+    return FAMILIES[family](shape or {})

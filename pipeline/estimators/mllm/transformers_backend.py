@@ -79,11 +79,16 @@ class TransformersBackend:
         healthy: False once the device failed in a way a retry cannot mend (not an OOM).
     """
 
-    def __init__(self, config: TransformersBackendConfig) -> None:
+    def __init__(self, config: TransformersBackendConfig, loaded: tuple | None = None) -> None:
+        """``loaded``: ``(model, processor)`` already in memory (benchmarks build random models
+        on the GPU); by default they load from ``config.model``."""
         self.config = config
         self.device = torch.device(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.processor = load_processor(config.model, config.local_files_only)
-        self.model = load_model(config.model, config.dtype, self.device, config.local_files_only)
+        if loaded is None:
+            self.processor = load_processor(config.model, config.local_files_only)
+            self.model = load_model(config.model, config.dtype, self.device, config.local_files_only)
+        else:
+            self.model, self.processor = loaded
         self.dtype = self.model.dtype
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -264,7 +269,7 @@ class TransformersBackend:
             pad = self.tokenizer.pad_token_id
             tokens = torch.tensor([[t for t, _ in w.fed] + [pad] * (width - len(w.fed)) for w in walks])
             parents = [[p for _, p in w.fed] + [-1] * (width - len(w.fed)) for w in walks]
-            logits = self.engine.feed(state, tokens, parents).log_softmax(-1)
+            logits = self.engine.feed(state, tokens, parents)
         prompt_end = state.last_logits.log_softmax(-1)
         rows, items, tokens, where = [], [], [], []
         for r, walk in enumerate(walks):
@@ -280,8 +285,10 @@ class TransformersBackend:
         device = prompt_end.device
         rows_t, items_t, tokens_t = (torch.tensor(x, device=device) for x in (rows, items, tokens))
         values = prompt_end[rows_t, tokens_t]
-        if logits is not None:
-            values = torch.where(items_t >= 0, logits[rows_t, items_t.clamp(min=0), tokens_t], values)
+        if logits is not None:  # log-softmax at the gathered entries only: (B, T, V) is never copied
+            at = items_t.clamp(min=0)
+            fed = logits[rows_t, at, tokens_t] - logits.logsumexp(-1)[rows_t, at]
+            values = torch.where(items_t >= 0, fed, values)
         for (r, i, token), lp in zip(where, values.tolist()):
             out[r][i][token] = lp
         return out
