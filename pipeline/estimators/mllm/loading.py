@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ...errors import ModelError
 
-__all__ = ["image_only", "load_model", "load_processor"]
+__all__ = ["check_source", "image_only", "load_model", "load_processor"]
 
 
 def image_only(processor_cls: type) -> type:
@@ -36,6 +36,19 @@ def image_only(processor_cls: type) -> type:
                                                           "__doc__": f"{processor_cls.__name__} for images only"})  # fmt: skip
 
 
+def check_source(model: str) -> None:
+    """A model named by a path must be a folder that exists (a hub id is anything else).
+
+    Raises:
+        ModelError: the path names no folder.
+    """
+    path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ModelError(f"cannot load MLLM {model!r}: it is a file; give the checkpoint's folder or a hub id")
+    if not path.exists() and (path.is_absolute() or model.startswith((".", "~"))):
+        raise ModelError(f"cannot load MLLM {model!r}: no such folder; give a checkpoint folder or a hub id (namespace/name)")
+
+
 def load_processor(model: str, local_files_only: bool):
     """The checkpoint's processor; without its video part when that cannot be built here.
 
@@ -44,6 +57,7 @@ def load_processor(model: str, local_files_only: bool):
     """
     from transformers import AutoProcessor
 
+    check_source(model)
     try:
         return AutoProcessor.from_pretrained(model, local_files_only=local_files_only)
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as err:
