@@ -22,6 +22,7 @@ run it on a GPU with ``--shapes 7b``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import time
@@ -49,12 +50,14 @@ TINY = {"llava-tiny": ("llava", {"image_size": 56}), "qwen2.5-vl-tiny": ("qwen2_
 
 
 def _crops(n: int):
-    from skimage import data
+    """``n`` face (112 x 112) + body (128 x 256) crops. The weights are random, so what the
+    pixels show does not matter; a seeded texture stands in for a photo (the GPU machine may
+    lack scikit-image)."""
     from tracklens.pipeline.types import Crop
 
-    photo = data.astronaut()
-    face = np.ascontiguousarray(photo[60:172, 170:282])  # 112 x 112
-    body = np.ascontiguousarray(photo[0:256, 192:320])  # 128 wide, 256 high
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    body = rng.integers(0, 256, (256, 128, 3), dtype=np.uint8)
     box = np.array([0, 0, 112, 112], np.float32)
     return [Crop(f"b:0:{i}", 0.0, face, box, body, 1.0, face_px=112.0) for i in range(n)]
 
@@ -72,14 +75,7 @@ def _matmul_rate(device, dtype) -> float:
 
     n = 8192 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    reps = 20 if device.type == "cuda" else 3
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    return 2 * n**3 / _timed(lambda: a @ b, device, min_s=1.0)
 
 
 def _timed(call, device, min_s: float) -> float:
@@ -112,7 +108,10 @@ def bench_shape(name: str, family: str, shape: dict, device, dtype, batches: lis
             model = parts.model()  # random weights, built where they run: no CPU copy, no download
     finally:
         torch.set_default_dtype(default)
-    params = sum(p.numel() for p in model.parameters())
+    # the weights every prompt token passes through: not the embedding table (a lookup) nor the
+    # LM head (it runs on the last position only); the vision tower's own work is not counted
+    skipped = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None for p in m.parameters()}
+    params = sum(p.numel() for p in model.parameters() if id(p) not in skipped)
     dtype_name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     config = TransformersBackendConfig(model=name, device=str(device), dtype=dtype_name, warmup=False,
                                        max_image_pixels=shape.get("max_pixels", 200_704))  # fmt: skip
@@ -178,8 +177,9 @@ def main() -> None:
     rows = []
     for name, (family, shape) in shapes.items():
         rows += bench_shape(name, family, shape, device, dtype, batches, min_s)
+        gc.collect()  # the shape's model went with bench_shape's frame
         if device.type == "cuda":
-            torch.cuda.empty_cache()  # the shape's model is gone with bench_shape's frame
+            torch.cuda.empty_cache()
     bound = {"bound": True, "device": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
              "matmul_tflops": round(rate / 1e12, 2), "crops_per_s_at_that_rate": {}}  # fmt: skip
     for name in shapes:
@@ -192,5 +192,25 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def _importable() -> None:
+    """Make ``tracklens`` importable from this checkout when it is not installed (a GPU machine
+    with torch and transformers but no pip install of the project): its package folders are
+    linked under a temporary ``tracklens`` package, as pyproject.toml maps them."""
+    import importlib.util
+    import sys
+    import tempfile
+
+    if importlib.util.find_spec("tracklens") is not None:
+        return
+    repo = Path(__file__).resolve().parent.parent
+    root = Path(tempfile.mkdtemp(prefix="tracklens-src-"))
+    (root / "tracklens").mkdir()
+    (root / "tracklens" / "__init__.py").write_text((repo / "tracklens" / "__init__.py").read_text())
+    for folder, name in (("pipeline", "pipeline"), ("trackers", "trackers"), ("serve", "serve"), ("configs", "configs")):
+        (root / "tracklens" / name).symlink_to(repo / folder)
+    sys.path.insert(0, str(root))
+
+
 if __name__ == "__main__":
+    _importable()
     main()

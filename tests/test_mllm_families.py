@@ -181,3 +181,53 @@ def test_the_cli_family_list_matches_the_builders():
     from tracklens.pipeline.cli import _VLM_FAMILIES
 
     assert set(_VLM_FAMILIES) == set(FAMILIES)
+
+
+def test_the_image_budget_caps_qwen_vl_image_tokens_and_never_raises_the_checkpoint_s_own(family_dirs, astronaut):
+    """Regression (review): ``max_image_pixels`` was passed where transformers 5.25 no longer
+    reads it (the pixel limits live in ``size``), so it did nothing; where it was read, it
+    replaced the checkpoint's own limit, which could raise it."""
+    from tracklens.pipeline.estimators.mllm.base import MllmRequest
+    from tracklens.pipeline.estimators.mllm.transformers_backend import TransformersBackend
+
+    body = np.ascontiguousarray(astronaut[:448, :448])
+
+    def tokens(cap):
+        config = TransformersBackendConfig(model=str(family_dirs["qwen2_5_vl"]), local_files_only=True, device="cpu",
+                                           warmup=False, max_image_pixels=cap)  # fmt: skip
+        backend = TransformersBackend(config)
+        inputs = backend._inputs([MllmRequest(load_prompt("person-v1").messages(False, True), [body])])
+        return int(inputs["image_grid_thw"].prod())
+
+    own = tokens(None)  # the checkpoint's limit: 16 merged patches of 28 px (tiny_families)
+    assert tokens(28 * 28 * 4) < own and tokens(10**9) == own
+
+
+def test_a_model_whose_layers_cannot_take_tree_feeds_says_so_and_still_answers_free_text(family_dirs, astronaut, monkeypatch):
+    """Regression (review): families whose layers are not all attention over the cache (Qwen3.5's
+    linear attention, LFM2) or that attend by cross-attention (Mllama) crashed at start with an
+    obscure IndexError, even in free mode."""
+    from tracklens.pipeline.errors import ModelError
+    from tracklens.pipeline.estimators.mllm.context import Engine
+
+    monkeypatch.setattr(Engine, "problem", staticmethod(lambda model: "its layers include linear_attention"))
+    backend = TransformersBackendConfig(model=str(family_dirs["qwen2_5_vl"]), local_files_only=True, device="cpu")
+    for mode in ("constrained", "scored"):
+        with pytest.raises(ModelError, match=f"cannot answer in {mode} mode: its layers include linear_attention; use mode free"):
+            build_estimator(MllmEstimatorConfig(backend=backend, mode=mode), None)
+    free = build_estimator(MllmEstimatorConfig(backend=backend, mode="free"), None)
+    (estimate,) = free.estimate(_crops(astronaut)[:1])
+    assert estimate.valid or estimate.reason.startswith(("off-format", "refusal"))
+
+
+def test_engine_problems_name_the_layers_it_cannot_feed(family_dirs):
+    from tracklens.pipeline.estimators.mllm.context import Engine
+    from tracklens.pipeline.estimators.mllm.loading import load_model
+
+    model = load_model(str(family_dirs["gemma3"]), "auto", torch.device("cpu"), True)
+    assert Engine.problem(model) is None  # sliding and full attention: fine
+    model.config.get_text_config().layer_types = ["linear_attention", "full_attention"]
+    assert Engine.problem(model) == "its layers include linear_attention"
+    model.config.get_text_config().layer_types = ["full_attention", "full_attention"]
+    model.config._attn_implementation = "flash_attention_2"
+    assert "takes no tree-shaped mask" in Engine.problem(model)

@@ -85,6 +85,11 @@ def _app(tiny_path):
                                          for v, t in zip(top.values.tolist(), top.indices.tolist())]})  # fmt: skip
         return out
 
+    @app.post("/tokenize")
+    def tokenize(body: dict):  # vLLM's, at the server's root
+        ids = backend.tokenizer(body["prompt"], add_special_tokens=False)["input_ids"]
+        return {"tokens": ids, "count": len(ids), "max_model_len": 4096}
+
     @app.post("/v1/chat/completions")
     def chat(body: dict):
         model = body["model"]

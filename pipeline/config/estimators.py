@@ -68,6 +68,10 @@ class OpenAIBackendConfig(_Section):
     )
     top_logprobs: int = Field(20, ge=2, le=1000, description="scored mode: alternatives read at each answer token "
                               "(OpenAI allows 20; vLLM up to its --max-logprobs)")
+    number_tokens: Literal["auto", "whole", "digits"] = Field(
+        "auto", description="scored mode: whether the server's tokenizer writes a number as one token or digit by digit; "
+        "auto asks the server's /tokenize (vLLM)"
+    )
     check_on_start: bool = Field(
         True, description="before any work: GET /models (unreachable is an error) and, for constrained and scored modes, "
         "one probe request that only a server enforcing the constraint answers in the schema"

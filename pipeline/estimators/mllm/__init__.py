@@ -51,13 +51,11 @@ class MllmEstimator:
             ) from None
         self.backend = backend if backend is not None else backend_cls(config.backend)
         self.model_id = self.backend.model_id
-        verify = getattr(self.backend, "verify_constraint", None)
-        if verify is not None and config.mode != "free" and getattr(config.backend, "check_on_start", False):
-            try:
-                verify()
-            except BaseException:
-                self.close()
-                raise
+        try:
+            self.backend.check_mode(config.mode)
+        except BaseException:
+            self.close()
+            raise
 
     def estimate(self, crops: list[Crop]) -> list[Estimate]:
         out: list[Estimate | None] = [None] * len(crops)

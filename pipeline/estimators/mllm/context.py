@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["Engine", "PromptState"]
@@ -47,6 +48,24 @@ class PromptState:
 
 class Engine:
     """Prefill and tree-shaped extensions of one model; see the module docstring."""
+
+    @staticmethod
+    def problem(model) -> str | None:
+        """Why tree-shaped feeds cannot run on ``model`` (None: they can). They need every
+        layer to be attention over the cache (full or sliding window: not the linear-attention
+        or recurrent layers of Qwen3.5 or LFM2, whose state would absorb sibling tokens), no
+        cross-attention (Mllama), and an attention that takes a dense 4D mask (SDPA or eager,
+        not FlashAttention or flex)."""
+        text = model.config.get_text_config()
+        kinds = set(getattr(text, "layer_types", None) or ()) - {"full_attention", "sliding_attention"}
+        if kinds:
+            return f"its layers include {', '.join(sorted(kinds))}"
+        if getattr(text, "cross_attention_layers", None):
+            return "it attends to images by cross-attention"
+        implementation = getattr(model.config, "_attn_implementation", "sdpa")
+        if implementation not in ("sdpa", "eager"):
+            return f"its attention ({implementation}) takes no tree-shaped mask; load it with SDPA"
+        return None
 
     def __init__(self, model) -> None:
         self.model = model
@@ -87,33 +106,33 @@ class Engine:
         # A cache built without the config keeps every position on every layer: a sliding-
         # window layer's own cache would evict prompt tokens as tree tokens are appended, and
         # which tokens a query may see is the masks' business here (by position, see feed).
-        extra[self._cache_kw] = DynamicCache()
-        out = self.model(**batch, position_ids=positions, use_cache=True, **extra)
+        cache = extra[self._cache_kw] = DynamicCache()
+        out = self.model(**batch, position_ids=positions, use_cache=True, **extra)  # the cache fills in place
         mask = batch["attention_mask"].bool()
         flat = positions.amax(0) if positions.ndim == 3 else positions
         flat = torch.where(mask, flat, torch.zeros_like(flat))
-        return PromptState(cache=out.past_key_values, keep=mask, key_pos=flat, next_pos=flat.amax(-1) + 1,
-                           last_logits=out.logits[:, -1].float())  # fmt: skip
+        return PromptState(cache=cache, keep=mask, key_pos=flat, next_pos=flat.amax(-1) + 1, last_logits=out.logits[:, -1].float())
 
     @torch.inference_mode()
-    def feed(self, state: PromptState, tokens: torch.Tensor, parents: list[list[int]]) -> torch.Tensor:
+    def feed(self, state: PromptState, tokens: torch.Tensor, parents: list[list[int]], last_only: bool = False) -> torch.Tensor:
         """Append ``tokens`` ``(B, T)`` to the cache, each attending to the row's context and
-        its ancestors; returns their logits ``(B, T, V)`` (float32).
+        its ancestors; returns their logits ``(B, T, V)`` (float32; ``(B, 1, V)``, the last
+        token's only, with ``last_only``).
 
         ``parents[b][i]`` is the index in this feed of token ``i``'s parent, or -1 when it
         follows the row's committed context directly; a parent comes before its children.
         Nothing fed becomes context until :meth:`commit`.
         """
         rows, width = tokens.shape
-        depth = torch.zeros(rows, width, dtype=torch.long)
-        ancestry = torch.zeros(rows, width, width, dtype=torch.bool)
-        for b, row in enumerate(parents):
+        depth = np.zeros((rows, width), dtype=np.int64)
+        ancestry = np.zeros((rows, width, width), dtype=bool)
+        for b, row in enumerate(parents):  # built on the host, copied once
             for i, parent in enumerate(row):
                 ancestry[b, i, i] = True
                 if parent >= 0:
                     ancestry[b, i] |= ancestry[b, parent]
                     depth[b, i] = depth[b, parent] + 1
-        depth, ancestry = depth.to(self.device), ancestry.to(self.device)
+        depth, ancestry = torch.from_numpy(depth).to(self.device), torch.from_numpy(ancestry).to(self.device)
         query_pos = state.next_pos[:, None] + depth
         keys = torch.cat([state.keep[:, None, :].expand(rows, width, -1), ancestry], dim=-1)
         masks = keys
@@ -124,21 +143,23 @@ class Engine:
         else:
             masks = self._mask(keys)
         positions = query_pos[None].expand(3, -1, -1) if self.mrope else query_pos
+        extra = {"logits_to_keep": 1} if last_only and self._keep_logits else {}
         out = self.model(input_ids=tokens.to(self.device), attention_mask=masks, position_ids=positions, use_cache=True,
-                         **{self._cache_kw: state.cache})  # fmt: skip
-        state.cache = out.past_key_values
+                         **{self._cache_kw: state.cache}, **extra)  # fmt: skip (the cache grows in place)
         state.keep = torch.cat([state.keep, torch.zeros(rows, width, dtype=torch.bool, device=self.device)], dim=-1)
         state.key_pos = torch.cat([state.key_pos, query_pos], dim=-1)
         return out.logits.float()
 
+    @torch.inference_mode()
     def commit(self, state: PromptState, chosen: list[list[int]], width: int) -> None:
         """Make tokens of the last feed (``width`` wide) part of each row's context:
         ``chosen[b]`` are their indices in that feed, a path from the context down."""
-        start = state.keep.shape[1] - width
+        picked = np.zeros((len(chosen), width), dtype=bool)
         for b, items in enumerate(chosen):
-            if items:
-                state.keep[b, [start + i for i in items]] = True
-        state.next_pos = state.next_pos + torch.tensor([len(c) for c in chosen], device=self.device)
+            picked[b, items] = True
+        start = state.keep.shape[1] - width
+        state.keep[:, start:] |= torch.from_numpy(picked).to(self.device)
+        state.next_pos = state.next_pos + torch.from_numpy(picked.sum(1)).to(self.device)
 
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """``(B, 1, T, C + T)``: bool for SDPA; additive for eager attention."""

@@ -5,10 +5,12 @@ each generated token, its ``top_logprobs``: the K most likely tokens there, as t
 field the reading starts at the token where the field's value begins and follows the generated
 answer token by token:
 
-- an alternative token that leaves exactly one value of the field possible gives that value its
-  probability (the path's probability so far times the token's): **exact**, up to the server's
-  own rounding. So gender and expression words that differ at their first token, and ages that
-  are one token each, are read exactly, as the transformers backend reads them;
+- an alternative token that writes a value out gives that value its probability (the path's
+  probability so far times the token's): **exact**, up to the server's own rounding. So gender
+  and expression words that differ at their first token, and ages that are one token each (a
+  property of the server's tokenizer, given by the caller), are read exactly, as the
+  transformers backend reads them; an alternative that only starts a value another alternative
+  writes out at the same position is another tokenization of it and is not counted again;
 - an alternative that leaves several values possible (another first digit of a multi-digit
   age: ``4`` after ``{"age": `` allows 4 and 40-49) gives its probability to those values in
   equal shares: **approximate**; the generated token itself is followed to the next position,
@@ -41,9 +43,13 @@ _SPANS = {
 }
 
 
-def read_scored_answer(tokens: list[dict]) -> ScoredAnswer | None:
+def read_scored_answer(tokens: list[dict], whole_numbers: bool) -> ScoredAnswer | None:
     """The distributions of an answer's ``choices[0].logprobs.content`` (``token``, ``logprob``,
-    ``top_logprobs``); None when the generated text holds no complete answer."""
+    ``top_logprobs``); None when the generated text holds no complete answer.
+
+    ``whole_numbers``: the server's tokenizer writes a number as one token (``34``), so a bare
+    number token writes that age out; otherwise (digit by digit) ``3`` starts 3 and 30-39.
+    It is a property of the tokenizer, not guessed from the alternatives of one answer."""
     text = "".join(t["token"] for t in tokens)
     starts = np.cumsum([0] + [len(t["token"]) for t in tokens])
     fields = {}
@@ -52,7 +58,7 @@ def read_scored_answer(tokens: list[dict]) -> ScoredAnswer | None:
         match = _SPANS[field].search(text)
         if match is None:
             return None
-        fields[field] = _field(tokens, starts, match.start(1), options, terminal)
+        fields[field] = _field(tokens, starts, match.start(1), options, terminal, whole_numbers)
     age = np.array([fields["age"].get(str(a), 0.0) for a in AGES])
     expression = np.array([fields["expression"].get(e, 0.0) for e in EXPRESSIONS])
     if age.sum() <= 0 or expression.sum() <= 0 or not fields["gender"]:
@@ -68,14 +74,13 @@ def _ends_quote(rest: str) -> bool:
     return rest.startswith('"')
 
 
-def _field(tokens: list[dict], starts, value_start: int, options: list[str], terminal) -> dict[str, float]:
+def _field(tokens: list[dict], starts, value_start: int, options: list[str], terminal, whole_numbers: bool) -> dict[str, float]:
     """Normalised probability of each option, read from the token where the value starts."""
     j = int(np.searchsorted(starts, value_start, side="right")) - 1
     lead = value_start - int(starts[j])  # characters of token j before the value
-    numbers = terminal is _ends_number
-    # A bare value with nothing after it completes the value when the tokenizer writes values as
-    # one token (words; whole numbers); a tokenizer that splits digits writes "3" for 3 and for 30-39.
-    whole = not numbers or any(_digits(alt["token"][lead:]) >= 2 for alt in _alternatives(tokens[j]))
+    # A bare value with nothing after it writes the value out when the tokenizer writes values as
+    # one token (words; numbers with whole-number tokens); split digits write "3" for 3 and 30-39.
+    whole = terminal is not _ends_number or whole_numbers
     consumed, path_lp, mass = "", 0.0, {}
     candidates = list(options)
     while j < len(tokens) and len(candidates) > 1:
@@ -114,13 +119,6 @@ def _completes(option: str, seen: str, whole: bool, terminal) -> bool:
 
 def _alternatives(token: dict) -> list[dict]:
     return token.get("top_logprobs") or [{"token": token["token"], "logprob": token["logprob"]}]
-
-
-def _digits(text: str) -> int:
-    n = 0
-    while n < len(text) and text[n].isdigit():
-        n += 1
-    return n
 
 
 def _fits(option: str, seen: str, terminal) -> bool:

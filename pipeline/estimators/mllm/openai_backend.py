@@ -58,6 +58,7 @@ class OpenAIBackend:
             self._client.close()
             raise
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
+        self._numbers: bool | None = None
 
     def _check_endpoint(self) -> None:
         """Fail before any work when the endpoint cannot answer at all: unreachable, or the
@@ -78,6 +79,14 @@ class OpenAIBackend:
         if response.status_code in (401, 403):
             key = f"${self.config.api_key_env}" if self.config.api_key_env else "an API key (backend.api_key_env)"
             raise ModelError(f"the MLLM endpoint {url} refused the request (HTTP {response.status_code}); check {key}")
+
+    def check_mode(self, mode: str) -> None:
+        """Before any work in ``mode``: for constrained and scored modes (with
+        ``check_on_start``), that the server enforces the constraint."""
+        if mode != "free" and self.config.check_on_start:
+            self.verify_constraint()
+        if mode == "scored":
+            self._whole_numbers()
 
     def verify_constraint(self) -> None:
         """Check that the server enforces the answer: ask, under the constraint, for a reply
@@ -107,6 +116,31 @@ class OpenAIBackend:
         """Field distributions read from the server's log-probabilities (see :mod:`.logprobs`)."""
         return list(self._pool.map(self._score_one, requests))
 
+    def _whole_numbers(self) -> bool:
+        """Whether the server's tokenizer writes ``42`` as one token (``number_tokens``; auto:
+        asked once from vLLM's ``/tokenize``). Reading ages from log-probabilities depends on it.
+
+        Raises:
+            ModelError: auto, and the server cannot tell.
+        """
+        if self._numbers is None:
+            if self.config.number_tokens != "auto":
+                self._numbers = self.config.number_tokens == "whole"
+            else:
+                root = self.config.base_url.rstrip("/").removesuffix("/v1")
+                try:
+                    response = self._client.post(f"{root}/tokenize", json={"model": self.config.model, "prompt": "42"})
+                    count = response.json()["count"] if response.status_code == 200 else None
+                except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                    count = None
+                if not isinstance(count, int) or count < 1:
+                    raise ModelError(
+                        f"the MLLM endpoint {redact_url(self.config.base_url)} cannot say how its tokenizer writes numbers "
+                        "(no vLLM /tokenize); set backend.number_tokens to whole or digits for scored mode"
+                    )
+                self._numbers = count == 1
+        return self._numbers
+
     def _score_one(self, request: MllmRequest) -> ScoredAnswer | BackendFailure:
         message = self._complete(request, constrained=True, logprobs=True)
         if isinstance(message, BackendFailure):
@@ -114,7 +148,7 @@ class OpenAIBackend:
         text, tokens = message
         if not tokens:
             return BackendFailure("the server returned no logprobs (does it support logprobs/top_logprobs?)")
-        answer = read_scored_answer(tokens)
+        answer = read_scored_answer(tokens, whole_numbers=self._whole_numbers())
         if answer is None:
             return BackendFailure(f"no complete answer to read logprobs from in {text[:60]!r}")
         return answer
@@ -175,6 +209,8 @@ class OpenAIBackend:
             except (ValueError, KeyError, IndexError, TypeError):
                 return BackendFailure("malformed response: no choices[0].message")
             text = str(message.get("refusal") or message.get("content") or "")
+            if choice.get("finish_reason") == "length":
+                return BackendFailure(f"the answer was cut off at max_tokens={self.config.max_tokens}: {text[:40]!r}")
             if logprobs:
                 return text, ((choice.get("logprobs") or {}).get("content") or [])
             return text

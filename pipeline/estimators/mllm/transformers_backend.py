@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...config import TransformersBackendConfig
+from ...errors import ModelError
 from ...types import EXPRESSIONS
 from .base import BackendFailure, MllmRequest, ScoredAnswer
 from .context import Engine, PromptState
@@ -95,7 +96,8 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model_id = config.model_id or str(config.model)
-        self.engine = Engine(self.model)
+        self.engine_problem = Engine.problem(self.model)
+        self.engine = Engine(self.model) if self.engine_problem is None else None
         self.healthy = True
         context = render_prompt(self.processor, [{"role": "user", "content": [{"type": "text", "text": "?"}]}])
         self.trie = AnswerTrie(encoder_in_context(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], context))
@@ -103,22 +105,32 @@ class TransformersBackend:
         if config.warmup:
             self._warmup()
 
+    def check_mode(self, mode: str) -> None:
+        """Raise :class:`ModelError` when ``mode`` cannot run on this model (see
+        :meth:`Engine.problem`); free text runs on every model."""
+        if mode != "free" and self.engine_problem is not None:
+            raise ModelError(f"MLLM {self.model_id!r} cannot answer in {mode} mode: {self.engine_problem}; use mode free")
+
     def _warmup(self) -> None:
         from .prompts import load_prompt
 
         blank = np.full((64, 64, 3), 128, np.uint8)
         request = MllmRequest(load_prompt("person-v1").messages(True, False), [blank])
-        answer = self.generate([request], constrained=True)[0]
+        answer = self.generate([request], constrained=self.engine is not None)[0]
         if isinstance(answer, BackendFailure):
-            raise RuntimeError(f"the MLLM cannot answer a warm-up request: {answer.reason}")
+            raise ModelError(f"MLLM {self.model_id!r} cannot answer a warm-up request: {answer.reason}")
 
     def _image_budget(self) -> dict:
-        """Processor options that bound the image tokens of a crop (see the config)."""
+        """Processor options that bound the image tokens of a crop (see the config): never
+        above the checkpoint's own limits."""
         images = self.processor.image_processor
         options = {}
-        if hasattr(images, "max_pixels") and self.config.max_image_pixels:
-            options["max_pixels"] = self.config.max_image_pixels
-            options["min_pixels"] = min(getattr(images, "min_pixels", 0) or 0, self.config.max_image_pixels)
+        cap = self.config.max_image_pixels
+        size = getattr(images, "size", None)
+        longest, shortest = _size_field(size, "longest_edge"), _size_field(size, "shortest_edge")
+        if cap and hasattr(images, "merge_size") and longest:
+            # Qwen-VL: ``size`` holds pixel counts, the fewest and the most an image may keep
+            options["size"] = {"shortest_edge": min(shortest or 0, cap), "longest_edge": min(longest, cap)}
         if hasattr(images, "do_image_splitting"):
             options["do_image_splitting"] = self.config.image_splitting
         if hasattr(images, "do_pan_and_scan"):
@@ -128,12 +140,20 @@ class TransformersBackend:
     # -- inputs -------------------------------------------------------------------------------
 
     def _inputs(self, requests: list[MllmRequest]) -> dict:
+        """The processor's tensors on the device (pixel values in the model's dtype)."""
+        return self._to_device(self._prepare(requests))
+
+    def _prepare(self, requests: list[MllmRequest]) -> dict:
+        """The processor's work, on the CPU: prompts rendered, images turned into tensors."""
         from PIL import Image
 
         texts = [render_prompt(self.processor, r.messages) for r in requests]
         images = [[Image.fromarray(np.ascontiguousarray(im)) for im in r.images] for r in requests]
         batch = self.processor(text=texts, images=images, padding=True, return_tensors="pt", **self._image_options)
-        batch = {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    def _to_device(self, batch: dict) -> dict:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         for key in ("pixel_values", "pixel_values_videos"):
             if key in batch:
                 batch[key] = batch[key].to(self.dtype)
@@ -144,31 +164,37 @@ class TransformersBackend:
         the batch (to find the request it cannot take), in halves when the device runs out of
         memory. Failures come back as :class:`BackendFailure` in their slots."""
         try:
-            inputs = self._inputs(requests)
+            prepared = self._prepare(requests)
         except Exception as err:  # noqa: BLE001 (image processors raise anything on odd images: ZeroDivisionError too)
             if len(requests) > 1:
                 return [out for r in requests for out in self._run([r], answer)]
             return [BackendFailure(f"the processor cannot take this request: {_first_line(err)}")]
         try:
-            return answer(requests, inputs)
+            return self._guard(lambda: answer(requests, self._to_device(prepared)))
         except _OutOfMemory:
-            del inputs
-            _free_cuda()
-            if len(requests) == 1:
-                return [BackendFailure("out of device memory for a single request")]
-            half = len(requests) // 2
-            log.warning("MLLM batch of %d ran out of device memory; retrying in halves", len(requests))
-            return self._run(requests[:half], answer) + self._run(requests[half:], answer)
+            pass
+        # Out of the except block: the failed attempt's frames (its cache and activations, held
+        # by the exception's traceback) are gone before the halves run.
+        prepared = None
+        _free_cuda()
+        if len(requests) == 1:
+            return [BackendFailure("out of device memory for a single request")]
+        half = len(requests) // 2
+        log.warning("MLLM batch of %d ran out of device memory; retrying in halves", len(requests))
+        return self._run(requests[:half], answer) + self._run(requests[half:], answer)
 
     def _guard(self, call):
-        """Run ``call()``; a CUDA out-of-memory becomes :class:`_OutOfMemory`, other device
-        errors mark the backend unhealthy."""
+        """Run ``call()``; an out-of-memory on the device becomes :class:`_OutOfMemory`, other
+        device errors mark the backend unhealthy."""
         try:
             return call()
         except torch.OutOfMemoryError:
             raise _OutOfMemory() from None
         except RuntimeError as err:
-            if "CUDA" in str(err) or "device-side" in str(err):
+            text = str(err)
+            if "out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text:
+                raise _OutOfMemory() from None
+            if "CUDA" in text or "device-side" in text:
                 self.healthy = False
             raise
 
@@ -177,8 +203,9 @@ class TransformersBackend:
     def generate(self, requests: list[MllmRequest], constrained: bool) -> list[str | BackendFailure]:
         """Greedy answers, one per request (list in, list out, same order)."""
         if constrained:
-            return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._constrained(inputs)))
-        return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._free(inputs)))
+            self.check_mode("constrained")
+            return self._run(requests, lambda reqs, inputs: self._constrained(inputs))
+        return self._run(requests, lambda reqs, inputs: self._free(inputs))
 
     @torch.inference_mode()
     def _free(self, inputs: dict) -> list[str]:
@@ -217,22 +244,23 @@ class TransformersBackend:
         return self.tokenizer.batch_decode(written, skip_special_tokens=True)
 
     def _feed_chains(self, state: PromptState, chains: list[list[int]]) -> torch.Tensor:
-        """Feed each row its chain (ragged, padded with tokens masked from everything) and
-        commit it; returns the logits after each row's last token ``(B, V)``."""
+        """Feed each row its chain, right-aligned (padded in front with tokens no real token
+        sees), and commit it; returns the logits after each row's last token ``(B, V)``, the
+        only ones the model computes."""
         width = max(len(c) for c in chains)
         pad = self.tokenizer.pad_token_id
-        tokens = torch.tensor([c + [pad] * (width - len(c)) for c in chains])
-        parents = [[i - 1 if i < len(c) else -1 for i in range(width)] for c in chains]
-        logits = self.engine.feed(state, tokens, parents)
-        self.engine.commit(state, [list(range(len(c))) for c in chains], width)
-        last = torch.tensor([max(len(c) - 1, 0) for c in chains], device=logits.device)
-        return logits[torch.arange(len(chains), device=logits.device), last]
+        tokens = torch.tensor([[pad] * (width - len(c)) + c for c in chains])
+        parents = [[i - 1 if i > width - len(c) else -1 for i in range(width)] for c in chains]
+        logits = self.engine.feed(state, tokens, parents, last_only=True)
+        self.engine.commit(state, [list(range(width - len(c), width)) for c in chains], width)
+        return logits[:, -1]
 
     # -- scored readout -----------------------------------------------------------------------
 
     def score(self, requests: list[MllmRequest]) -> list[ScoredAnswer | BackendFailure]:
         """Field distributions per request (list in, list out, same order)."""
-        return self._run(requests, lambda reqs, inputs: self._guard(lambda: self._score(inputs)))
+        self.check_mode("scored")
+        return self._run(requests, lambda reqs, inputs: self._score(inputs))
 
     @torch.inference_mode()
     def _score(self, inputs: dict) -> list[ScoredAnswer]:
@@ -285,7 +313,7 @@ class TransformersBackend:
         device = prompt_end.device
         rows_t, items_t, tokens_t = (torch.tensor(x, device=device) for x in (rows, items, tokens))
         values = prompt_end[rows_t, tokens_t]
-        if logits is not None:  # log-softmax at the gathered entries only: (B, T, V) is never copied
+        if logits is not None:  # log-softmax at the gathered entries only (no (B, T, V) log-softmax copy)
             at = items_t.clamp(min=0)
             fed = logits[rows_t, at, tokens_t] - logits.logsumexp(-1)[rows_t, at]
             values = torch.where(items_t >= 0, fed, values)
@@ -374,6 +402,11 @@ class _Walk:
         return committed
 
 
+def _size_field(size, name: str):
+    """A field of an image processor's ``size`` (a dict, or transformers' ``SizeDict``)."""
+    return size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+
+
 def _choose(logits: torch.Tensor, allowed: list[list[int]]) -> list[int]:
     """Per row, the allowed token with the highest logit (rows with none: -1); one sync."""
     width = max((len(a) for a in allowed), default=0)
@@ -389,6 +422,9 @@ def _logsumexp(values: list[float]) -> float:
 
 
 def _free_cuda() -> None:
+    import gc
+
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
