@@ -101,7 +101,7 @@ class _Specialist:
         def answer() -> None:
             with self.lock:  # one batch at a time, as one pool replica
                 estimates = self.estimator.estimate(crops)
-            done(estimates)
+            done(crops, estimates)
 
         threading.Thread(target=answer, daemon=True).start()
 

@@ -219,7 +219,7 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
         t0 = time.monotonic()
         in_flight = []
         while time.monotonic() - t0 < window_s:
-            in_flight.append(control.metrics().get("gauge:mllm_in_flight", 0.0))
+            in_flight.append(control.in_flight())
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
         m1 = control.metrics()

@@ -25,22 +25,20 @@ def _pool_options(pool: PoolConfig) -> dict:
 
 
 def build_app(config: ServeConfig):
-    """The bound application: ``Api`` (ingress) -> ``StreamIngest`` -> ``EstimatorRouter`` ->
-    ``SpecialistPool`` and, when the estimator is routed, ``MLLMPool``."""
-    from .deployments import Api, EstimatorRouter, MLLMPool, SpecialistPool, StreamIngest
+    """The bound application: ``Api`` (ingress) -> ``StreamIngest`` -> ``SpecialistPool`` and,
+    when the estimator is routed, ``MLLMPool``: each ingest replica sends its crops straight to
+    the pool that answers them."""
+    from .deployments import Api, MLLMPool, SpecialistPool, StreamIngest
 
     text = config.model_dump_json()
     specialist = SpecialistPool.options(**_pool_options(config.pools.specialist)).bind(text)
     mllm = MLLMPool.options(**_pool_options(config.pools.mllm)).bind(text) if config.estimator.type == "routed" else None
-    router = EstimatorRouter.options(ray_actor_options={"num_cpus": config.router.num_cpus}, max_ongoing_requests=64).bind(
-        text, specialist, mllm
-    )
     ingest = StreamIngest.options(
         num_replicas=config.ingest.replicas,
         ray_actor_options={"num_cpus": config.ingest.num_cpus},
         health_check_period_s=5,
         graceful_shutdown_timeout_s=30,
-    ).bind(text, router)
+    ).bind(text, specialist, mllm)
     return Api.options(ray_actor_options={"num_cpus": config.api.num_cpus}, max_ongoing_requests=100).bind(text, ingest)
 
 

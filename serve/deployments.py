@@ -3,9 +3,8 @@
 - ``MLLMPool``: the MLLM estimator, ``@ray.serve.batch`` over single crops (one batch at a time
   for an in-process model, several for a remote endpoint).
 - ``SpecialistPool``: the ONNX specialist, a list of crops per call.
-- ``EstimatorRouter``: :class:`~tracklens.pipeline.service.routing.RouteDecider` over the two pools.
-- ``StreamIngest``: an :class:`~tracklens.pipeline.service.ingest.IngestNode`; it sends crop
-  batches to the router and never waits for them.
+- ``StreamIngest``: an :class:`~tracklens.pipeline.service.ingest.IngestNode`; it routes crop
+  batches straight to the pools (:mod:`.routing`) and never waits for them.
 - ``Api``: the FastAPI app of :mod:`.api`.
 
 Each takes the service configuration as JSON (it crosses process boundaries) and builds what
@@ -17,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 import ray
 import ray.serve
 from tracklens.pipeline.config import ServeConfig
 from tracklens.pipeline.types import Crop, Estimate
 
-__all__ = ["Api", "EstimatorRouter", "MLLMPool", "SpecialistPool", "StreamIngest", "estimators_label"]
+__all__ = ["Api", "MLLMPool", "SpecialistPool", "StreamIngest", "estimators_label"]
 
 log = logging.getLogger("tracklens.serve")
 
@@ -90,119 +87,45 @@ class SpecialistPool:
 
 
 @ray.serve.deployment
-class EstimatorRouter:
-    """Crops to the MLLM pool while it has room, to the specialist pool otherwise; every
-    estimate keeps its source, and a fallback estimate says why the MLLM did not answer."""
+class StreamIngest:
+    """Runs the streams whose leases it holds (see ``IngestNode``) and sends their crops
+    straight to the pools (:class:`~.routing.PoolRouter`): no replica in between."""
 
     def __init__(self, config_json: str, specialist, mllm=None) -> None:
-        from tracklens.pipeline.service.control import ControlPlane
-        from tracklens.pipeline.service.routing import RouteDecider
-
-        config = ServeConfig.model_validate_json(config_json)
-        self.config = config
-        self.specialist, self.mllm = specialist, mllm
-        pool = config.pools.mllm
-        replicas = pool.max_replicas if pool.num_replicas == "auto" else pool.num_replicas
-        queued = pool.max_queued_requests if pool.max_queued_requests >= 0 else pool.max_ongoing_requests
-        capacity = replicas * pool.max_ongoing_requests + queued if mllm is not None else 0
-        self.decider = RouteDecider(config.router, capacity)
-        self.control = ControlPlane.from_config(config.store)
-
-    async def estimate(self, crops: list[Crop]) -> list[Estimate]:
-        from ray.serve.exceptions import BackPressureError
-        from tracklens.pipeline.estimators.routed import needs_fallback
-
-        out: list[Estimate | None] = [None] * len(crops)
-        why: dict[int, str] = {}
-        chosen = [i for i, use in enumerate(self.decider.plan([c.track for c in crops])) if use]
-        counts: dict[str, int] = {}
-        if chosen:
-            responses = [self.mllm.estimate.remote(crops[i]) for i in chosen]
-            trouble = None
-            try:
-                answers = await asyncio.wait_for(asyncio.gather(*responses, return_exceptions=True), self.config.router.latency_budget_s)
-            except asyncio.TimeoutError:
-                for response in responses:
-                    response.cancel()
-                answers, trouble = [None] * len(chosen), "overrun"
-            for i, answer in zip(chosen, answers):
-                if isinstance(answer, Estimate) and not needs_fallback(answer):
-                    out[i] = answer
-                    continue
-                if isinstance(answer, BackPressureError):
-                    reason = "backpressure"
-                elif isinstance(answer, BaseException):
-                    reason = "failure"
-                    log.warning("MLLM pool call failed: %s", answer)
-                elif answer is None:
-                    reason = "overrun"
-                else:
-                    reason = "invalid"
-                why[i] = answer.reason if isinstance(answer, Estimate) else reason
-                counts[f"fallback:{reason}"] = counts.get(f"fallback:{reason}", 0) + 1
-                if reason != "invalid":
-                    trouble = trouble or reason
-            self.decider.done(len(chosen), [crops[i].track for i in chosen if out[i] is not None], trouble)
-        rest = [i for i, est in enumerate(out) if est is None]
-        if rest:
-            answers = await self.specialist.estimate.remote([crops[i] for i in rest])
-            for i, est in zip(rest, answers):
-                out[i] = replace(est, extra={**est.extra, "primary_failure": why[i]}) if i in why else est
-        for est in out:
-            counts[f"routed:{est.source}"] = counts.get(f"routed:{est.source}", 0) + 1
-        await asyncio.to_thread(self._publish, counts)
-        return out
-
-    def _publish(self, counts: dict[str, int]) -> None:
-        from tracklens.pipeline.errors import StoreError
-
-        try:
-            self.control.count(counts)
-            self.control.set_gauge("mllm_in_flight", self.decider.in_flight)
-        except StoreError as err:  # metrics are best effort; the estimates still go back
-            log.warning("router metrics not published: %s", err)
-
-
-@ray.serve.deployment
-class StreamIngest:
-    """Runs the streams whose leases it holds (see ``IngestNode``)."""
-
-    def __init__(self, config_json: str, router) -> None:
         from tracklens.pipeline.detectors import build_detector
         from tracklens.pipeline.models import ModelCache
         from tracklens.pipeline.service.control import ControlPlane
         from tracklens.pipeline.service.ingest import IngestNode
         from tracklens.pipeline.store import build_store
 
+        from .routing import PoolRouter
+
         config = ServeConfig.model_validate_json(config_json)
-        self.config, self.router = config, router
+        self.config = config
         models = ModelCache()
         detectors = (build_detector(config.detection.person, models), build_detector(config.detection.face, models))
         self.store = build_store(config.store)
         self.control = ControlPlane.from_config(config.store)
-        self._waiters = ThreadPoolExecutor(32, thread_name_prefix="estimates")
+        self.router = PoolRouter(config, specialist, mllm)
         context = ray.serve.get_replica_context()
         owner = f"{context.replica_id.unique_id}@{os.uname().nodename}:{os.getpid()}"
-        self.node = IngestNode(config, detectors, self.store, self.control, self._submit, owner, estimators_label(config))
+        self.node = IngestNode(config, detectors, self.store, self.control, self.router.submit, owner, estimators_label(config),
+                               after_tick=self._publish_metrics)  # fmt: skip
         self.node.start()
 
-    def _submit(self, crops: list[Crop], done) -> None:
-        try:
-            response = self.router.estimate.remote(crops)
-        except Exception as err:
-            log.warning("could not send %d crops to the router: %s", len(crops), err)
-            done(None)
-            return
-        self._waiters.submit(self._wait, response, done)
+    def _publish_metrics(self) -> None:
+        """The router's counters since the last tick, and its MLLM crops in flight (a gauge
+        per replica, summed by /metrics); a Redis outage only delays them."""
+        from tracklens.pipeline.errors import StoreError
 
-    def _wait(self, response, done) -> None:
+        counts = self.router.take_counts()
         try:
-            estimates = response.result(timeout_s=self.config.ingest.estimate_timeout_s)
-        except Exception as err:
-            log.warning("a crop batch got no estimates: %s", err)
-            done(None)
-            return
-        done(estimates)
+            self.control.count(counts)
+            self.control.set_in_flight(self.node.owner, self.router.in_flight)
+        except StoreError as err:
+            log.warning("router metrics not published: %s", err)
+            with self.router._lock:
+                self.router._counts.update(counts)  # kept for the next tick
 
     def describe(self) -> dict:
         """Which streams this replica runs (tests and operators)."""
@@ -217,7 +140,7 @@ class StreamIngest:
         node = getattr(self, "node", None)
         if node is not None:
             node.shutdown()
-            self._waiters.shutdown(wait=False)
+            self.router.close()
             self.store.close()
 
 

@@ -21,6 +21,7 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
     specs = control.specs()
     statuses = [control.status(sid, spec.generation) for sid, spec in specs.items()]
     counters = control.metrics()
+    mllm_in_flight = control.in_flight()
 
     class Collector:
         def collect(self):
@@ -46,8 +47,10 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
             routed = CounterMetricFamily("tracklens_crops_routed", "crops estimated, by the source that answered", labels=["source"])
             for source in ("mllm", "specialist"):
                 routed.add_metric([source], counters.get(f"routed:{source}", 0.0))
-            in_flight = GaugeMetricFamily("tracklens_mllm_in_flight", "crops in the MLLM pool (queue depth seen by the router)")
-            in_flight.add_metric([], counters.get("gauge:mllm_in_flight", 0.0))
+            in_flight = GaugeMetricFamily("tracklens_mllm_in_flight", "crops in the MLLM pool, summed over the ingest replicas")
+            in_flight.add_metric([], mllm_in_flight)
+            late = CounterMetricFamily("tracklens_mllm_late_answers", "MLLM answers after the latency budget, still fused")
+            late.add_metric([], counters.get("late:mllm", 0.0))
             shed = CounterMetricFamily("tracklens_router_fallbacks", "MLLM troubles that sent crops to the specialist", labels=["reason"])
             for reason in ("backpressure", "overrun", "failure", "invalid"):
                 shed.add_metric([reason], counters.get(f"fallback:{reason}", 0.0))
@@ -58,7 +61,7 @@ def render_metrics(control: ControlPlane) -> tuple[bytes, str]:
             buckets.append(("+Inf", cumulative + counters.get("latency_le:+Inf", 0.0)))
             latency = HistogramMetricFamily("tracklens_estimate_latency_seconds", "frame time to estimate written, live streams")
             latency.add_metric([], buckets, counters.get("latency_sum", 0.0))
-            yield from (fps, dropped, reconnects, active, queued, states, routed, in_flight, shed, latency)
+            yield from (fps, dropped, reconnects, active, queued, states, routed, in_flight, late, shed, latency)
 
     registry = CollectorRegistry()
     registry.register(Collector())

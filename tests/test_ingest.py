@@ -29,7 +29,7 @@ class LateEstimator:
         def answer() -> None:
             time.sleep(self.delay_s)
             self.batches += 1
-            done(None if self.fail else self.estimator.estimate(crops))
+            done(crops, None if self.fail else self.estimator.estimate(crops))
 
         threading.Thread(target=answer, daemon=True).start()
 

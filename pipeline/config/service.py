@@ -42,17 +42,17 @@ class IngestConfig(_Section):
 
 
 class RouterConfig(_Section):
-    """``EstimatorRouter``: the MLLM pool while it has room, the specialist pool otherwise.
+    """The route each ingest replica takes for its crops: the MLLM pool while it has room, the
+    specialist pool otherwise.
 
     A crop goes to the specialist when the MLLM pool rejects it (back-pressure), when the MLLM
-    does not answer within ``latency_budget_s``, when the call fails, or when the answer is
-    invalid. After back-pressure, an overrun or a failure, the router keeps to the specialist
-    for ``cooldown_s`` (doubling up to ``max_cooldown_s`` while the pool keeps failing), then
-    tries the MLLM again: it does not flap between the two on every batch.
+    does not answer within ``latency_budget_s`` (its later answer is still fused), when the call
+    fails, or when the answer is invalid. After back-pressure, an overrun or a failure, the
+    replica keeps to the specialist for ``cooldown_s`` (doubling up to ``max_cooldown_s`` while
+    the pool keeps failing), then tries the MLLM again: it does not flap on every batch.
     """
 
-    num_cpus: float = Field(0.1, gt=0)
-    latency_budget_s: float = Field(10.0, gt=0, description="an MLLM answer later than this goes to the specialist")
+    latency_budget_s: float = Field(10.0, gt=0, description="past this the specialist answers; the MLLM's later answer still counts")
     cooldown_s: float = Field(2.0, gt=0)
     max_cooldown_s: float = Field(30.0, gt=0)
     max_in_flight: int = Field(0, ge=0, description="crops in the MLLM pool at once; 0 = what the pool's limits admit")

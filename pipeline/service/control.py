@@ -32,6 +32,7 @@ Keys, under the store's prefix (default ``tl``)::
     tl:ctl:result:{id}          string JobResult JSON
     tl:ctl:face:{track}         string JPEG of a track's best face (only if switched on; expires)
     tl:ctl:metrics              hash  counters (crops routed per source, latency buckets)
+    tl:ctl:inflight             hash  ingest replica -> its crops in the MLLM pool now
     tl:ctl:latency              list  recent frame -> estimate latencies, newest first
 """
 
@@ -424,9 +425,20 @@ class ControlPlane:
                 pipe.hincrby(f"{self._p}:metrics", name, n)
             self._call(pipe.execute)
 
-    def set_gauge(self, name: str, value: float) -> None:
-        """Set a named gauge (``gauge:{name}`` in the metrics hash)."""
-        self._call(self.client.hset, f"{self._p}:metrics", f"gauge:{name}", value)
+    def set_in_flight(self, owner: str, crops: int) -> None:
+        """Crops an ingest replica has in the MLLM pool now (summed over live replicas)."""
+        self._call(self.client.hset, f"{self._p}:inflight", owner, crops)
+
+    def in_flight(self) -> int:
+        """Crops in the MLLM pool, summed over the ingest replicas whose heartbeat is alive;
+        the entries of dead replicas are dropped."""
+        raw = self._call(self.client.hgetall, f"{self._p}:inflight")
+        now = self._clock() * 1000 if self._clock is not None else _redis_ms(self._call(self.client.time))
+        alive = {m.decode() for m in self._call(self.client.zrangebyscore, f"{self._p}:replicas", f"({now}", "+inf")}
+        dead = [k for k in raw if k.decode() not in alive]
+        if dead:
+            self._call(self.client.hdel, f"{self._p}:inflight", *dead)
+        return sum(int(v) for k, v in raw.items() if k.decode() in alive)
 
     def observe_latencies(self, seconds: list[float]) -> None:
         """Frame -> estimate-in-Redis latencies: histogram counters and recent samples."""

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import threading
+from collections.abc import Callable
 
 from ..config import ServeConfig
 from ..detectors import release_memory
@@ -37,13 +38,16 @@ class IngestNode:
         submit: how crops get estimated.
         owner: this process's id in leases and statuses.
         estimators: ``mllm+specialist`` or ``specialist only``.
+        after_tick: called after each round of the lease loop (the service publishes its
+            routing counters there).
     """
 
     def __init__(self, config: ServeConfig, detectors, store: TrackStore, control: ControlPlane, submit: Submit,
-                 owner: str, estimators: str) -> None:  # fmt: skip
+                 owner: str, estimators: str, after_tick: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.config, self.detectors = config, detectors
         self.store, self.control, self.submit = store, control, submit
         self.owner, self.estimators = owner, estimators
+        self.after_tick = after_tick
         self.workers: dict[str, StreamWorker] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ingest-leases", daemon=True)
@@ -60,6 +64,8 @@ class IngestNode:
         while not self._stop.is_set():
             try:
                 self.tick()
+                if self.after_tick is not None:
+                    self.after_tick()
             except StoreError as err:
                 log.warning("ingest %s: %s; retrying", self.owner, err)
             except Exception:

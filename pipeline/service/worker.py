@@ -34,9 +34,11 @@ __all__ = ["StreamWorker", "Submit"]
 
 log = logging.getLogger(__name__)
 
-#: ``submit(crops, done)``: send crops for estimation; ``done(estimates)`` is called later, from
-#: any thread, with one estimate per crop, or ``done(None)`` when the request failed.
-Submit = Callable[[list[Crop], Callable[[list[Estimate] | None], None]], None]
+#: ``submit(crops, deliver)``: send crops for estimation; ``deliver(crops, estimates)`` is called
+#: later, from any thread, once or more for parts of the batch (one estimate per crop of the
+#: part, or None when that part got no answer), and again for a crop whose late second answer
+#: came (the track book fuses late estimates).
+Submit = Callable[[list[Crop], Callable[[list[Crop], list[Estimate] | None], None]], None]
 
 _WALL_CLOCK = 1e9  # frame times past this are wall-clock times (live sources)
 
@@ -208,7 +210,7 @@ class StreamWorker:
         self.book.requested(crops)
         if self.config.ingest.store_face_crops:
             self._keep_faces(crops)
-        self.submit(crops, lambda estimates, crops=crops: self.inbox.put((crops, estimates)))
+        self.submit(crops, lambda part, estimates: self.inbox.put((part, estimates)))
 
     def _settle(self) -> None:
         """Apply the estimates that came back since the last step, then write what changed."""
