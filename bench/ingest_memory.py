@@ -150,9 +150,9 @@ class _Watch:
 
     def poll(self) -> None:
         for worker in list(self.node.workers.values()):
-            if id(worker) not in self.seen and worker.perception is not None:
+            if id(worker) not in self.seen and worker.driver is not None:
                 self.seen.add(id(worker))
-                parts = [worker, worker.perception, worker.book, worker._source]
+                parts = [worker, worker.driver, worker.driver.perception, worker.driver.book, worker._source]
                 self.refs.append([weakref.ref(p) for p in parts if p is not None])
 
     def alive(self) -> int:

@@ -1,9 +1,9 @@
-"""Composes the two halves of a stream in one process, with no Ray: perception, then the
-estimator, then the track book.
+"""A stream in one process, with no Ray: the stream driver (:mod:`.driver`) with the estimator
+called in line, and the run loop over a source.
 
 ``source -> [perception: detect -> associate -> track -> crops] -> estimate -> [track book:
 fuse -> version -> store]``. The CLI's ``analyze``, the bench and most tests run this;
-``serve/`` runs the same perception and track book with the estimators in replica pools.
+``serve/`` runs the same driver with the estimators in replica pools.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from typing import Protocol
 
 from .config import PipelineConfig
 from .detectors import Detector, build_detector
+from .driver import InlineEstimates, StreamDriver
 from .estimators import Estimator, build_estimator
 from .models import ModelCache
-from .perception import Perception, PerceptionBatch
+from .perception import Perception
 from .sources import FrameSource
 from .store import TrackStore
 from .summary import TrackSummary
 from .trackbook import TrackBook
-from .types import Crop, Estimate, Frame, FrameResult
+from .types import Estimate, Frame, FrameResult
 
 __all__ = ["RunStats", "StageSet", "StopFlag", "StreamAnalyzer", "analyze"]
 
@@ -81,7 +82,8 @@ class RunStats:
 
 
 class StreamAnalyzer:
-    """One stream in one process: its perception, the estimator called in line, its track book.
+    """One stream in one process: the :class:`~.driver.StreamDriver` with the estimator called
+    in line, and the run's stats.
 
     ``on_track_end`` is called with the final summary of each track once its end has been
     handed to the store (``tracks.jsonl`` is written from it, as tracks end).
@@ -98,20 +100,19 @@ class StreamAnalyzer:
     ) -> None:
         self.config = config
         self.stream = stream or config.stream
-        self.estimator = stages.estimator
-        self.perception = Perception(config, stages.person, stages.face, self.stream, store.next_epoch(self.stream), analysis_fps)
-        self.book = TrackBook(self.stream, config.aggregation, store, on_track_end=on_track_end)
         self.stats = RunStats()
+        perception = Perception(config, stages.person, stages.face, self.stream, store.next_epoch(self.stream), analysis_fps)
+        book = TrackBook(self.stream, config.aggregation, store, on_track_end=on_track_end)
+        self.driver = StreamDriver(perception, book, InlineEstimates(stages.estimator.estimate, self._counted))
 
     @property
     def epoch(self) -> int:
-        return self.perception.epoch
+        return self.driver.perception.epoch
 
     def process(self, frames: list[Frame]) -> list[FrameResult]:
         """Analyse a batch of consecutive frames of this stream."""
-        batch = self.perception.process(frames)
-        self.stats.seconds.update(self.perception.seconds)
-        self._settle(batch, estimate=True)
+        batch = self.driver.step(frames)
+        self.stats.seconds.update(self.driver.perception.seconds)
         self.stats.frames_analysed += len(frames)
         return batch.results
 
@@ -121,28 +122,15 @@ class StreamAnalyzer:
         ``estimate=False`` skips the estimator for the best crops of tracks that never got a
         request (when the estimator itself is what failed).
         """
-        self._settle(self.perception.finish(), estimate=estimate, final=True)
+        self.driver.finish(estimate=estimate)
 
     def summary(self, key: str) -> TrackSummary | None:
         """The current summary of an open track of this stream."""
-        return self.book.summary(key)
+        return self.driver.book.summary(key)
 
-    def _settle(self, batch: PerceptionBatch, estimate: bool, final: bool = False) -> None:
-        self.book.observe(batch.events, batch.seen.values())
-        if estimate and batch.crops:
-            self.book.requested(batch.crops)
-            for key in self.book.apply(self._estimate(batch.crops)):
-                self.perception.mark_confident(key)
-        self.book.flush(final=final)
-
-    def _estimate(self, crops: list[Crop]) -> list[Estimate]:
-        t0 = time.perf_counter()
-        estimates = self.estimator.estimate(crops)
-        self.stats.seconds["estimate"] += time.perf_counter() - t0
-        if len(estimates) != len(crops):
-            raise RuntimeError(f"estimator returned {len(estimates)} estimates for {len(crops)} crops")
+    def _counted(self, estimates: list[Estimate], seconds: float) -> None:
+        self.stats.seconds["estimate"] += seconds
         self.stats.count(estimates)
-        return estimates
 
 
 class StopFlag(Protocol):

@@ -148,9 +148,9 @@ def test_a_deleted_stream_leaves_nothing_behind_and_the_detectors_are_released(d
     node = IngestNode(config, counted, store, control, lambda crops, done: done(crops, None), "a", "specialist only").start()
     try:
         control.add(StreamSpec(id="gone", kind="stream", url=rtsp_camera.url()))
-        worker = wait_until(lambda: (w := node.workers.get("gone")) is not None and w.perception is not None and w)
+        worker = wait_until(lambda: (w := node.workers.get("gone")) is not None and w.driver is not None and w)
         wait_until(lambda: (s := control.status("gone")) and s.frames_analysed > 5)
-        refs = [weakref.ref(o) for o in (worker, worker.perception, worker.book, worker._source)]
+        refs = [weakref.ref(o) for o in (worker, worker.driver, worker.driver.perception, worker.driver.book, worker._source)]
         del worker
         control.remove("gone")
         wait_until(lambda: "gone" not in node.workers)

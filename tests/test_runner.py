@@ -41,7 +41,7 @@ def test_track_lifecycle_events_and_final_estimates():
     assert long.gender.label == "female" and long.expression.label == "happy"
     assert short.age.mean is None and short.age.n == 1  # one estimate is not enough
     assert store.record("cam:0:1").state["age_n"] == 2
-    assert len(analyzer.book) == 0  # every ended track was written and forgotten
+    assert len(analyzer.driver.book) == 0  # every ended track was written and forgotten
 
 
 def test_a_track_that_ends_before_its_first_request_still_gets_estimated():

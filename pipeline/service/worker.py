@@ -15,13 +15,12 @@ stops at its next control-plane write without writing anything more.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
 
 from ..config import ServeConfig
 from ..detectors import Detector
+from ..driver import StreamDriver, Submit
 from ..errors import StoreError, TracklensError
 from ..perception import Perception
 from ..sources import FileSource, LiveSource, file_path, probe
@@ -34,13 +33,6 @@ __all__ = ["StreamWorker", "Submit"]
 
 log = logging.getLogger(__name__)
 
-#: ``submit(crops, deliver)``: send crops for estimation; ``deliver(crops, estimates)`` is called
-#: later, from any thread, once or more for parts of the batch (one estimate per crop of the
-#: part, or None when that part got no answer), and again for a crop whose late second answer
-#: came (the track book fuses late estimates).
-Submit = Callable[[list[Crop], Callable[[list[Crop], list[Estimate] | None], None]], None]
-
-_WALL_CLOCK = 1e9  # frame times past this are wall-clock times (live sources)
 
 
 class StreamWorker:
@@ -75,7 +67,6 @@ class StreamWorker:
         self.store = FencedStore(store, control.fence(spec.id, token))
         self.control, self.submit = control, submit
         self.owner, self.estimators = owner, estimators
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.finished = threading.Event()
         self._mode: str | None = None  # "end" (deleted), "handover" (lease lost, shutdown), "fenced" (another owner has it)
         self._source = None
@@ -83,9 +74,7 @@ class StreamWorker:
                                     estimators=estimators)  # fmt: skip
         self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
-        self._tracks_written = 0  # tracks whose end was written (a job's result)
-        self.perception: Perception | None = None
-        self.book: TrackBook | None = None
+        self.driver: StreamDriver | None = None
         self._control_down = False
 
     def start(self) -> StreamWorker:
@@ -154,7 +143,10 @@ class StreamWorker:
             book.resume(perception.open_tracks)
             self._end_orphans(perception)
             log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
-        self.perception, self.book = perception, book
+        faces = self._keep_faces if cfg.ingest.store_face_crops else None
+        # a live stream's frame times are wall-clock seconds: its estimates' latency is measurable
+        latency = self._latencies if isinstance(source, LiveSource) else None
+        self.driver = StreamDriver(perception, book, self.submit, on_requested=faces, on_applied=latency)
         next_status = next_snapshot = 0.0
         frames_iter = None if isinstance(source, LiveSource) else iter(source)
         while self._mode is None:
@@ -162,9 +154,10 @@ class StreamWorker:
             if frames is None:
                 break  # the file ended, or the live source gave up
             if frames:
-                self._step(frames)
+                self.driver.step(frames)
+                self._count(len(frames))
             else:
-                self._settle()
+                self.driver.settle()
             now = time.monotonic()
             if now >= next_status:
                 self._publish()
@@ -176,7 +169,7 @@ class StreamWorker:
             log.warning("stream %s: another replica has claimed it; this worker stops without writing more", self.spec.id)
             return
         if self._mode == "handover":
-            self._settle()
+            self.driver.settle()
             self._save_snapshot()
             return
         self._end_all()
@@ -184,7 +177,7 @@ class StreamWorker:
             state = "cancelled" if self._mode == "end" else "failed" if source.error else "done"
             self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
                                                            "last_error": source.error, "updated_at": time.time()})  # fmt: skip
-            result = JobResult(state=state, tracks=self._tracks_written, frames=self._status.frames_analysed,
+            result = JobResult(state=state, tracks=self.driver.tracks_ended, frames=self._status.frames_analysed,
                                seconds=round(time.monotonic() - started, 2), error=source.error)  # fmt: skip
             self._quietly(self.control.finish_job, self.spec.id, result, self._status, cfg.store.ended_ttl_s, self.token)
         elif self._mode is None:  # the live source gave up
@@ -198,51 +191,13 @@ class StreamWorker:
         frames = [frame for _, frame in zip(range(batch), frames_iter)]
         return frames or None
 
-    def _step(self, frames: list[Frame]) -> None:
-        out = self.perception.process(frames)
-        self.book.observe(out.events, out.seen.values())
-        self._count(len(frames))
-        if out.crops:
-            self._request(out.crops)
-        self._settle()
-
-    def _request(self, crops: list[Crop]) -> None:
-        self.book.requested(crops)
-        if self.config.ingest.store_face_crops:
-            self._keep_faces(crops)
-        self.submit(crops, lambda part, estimates: self.inbox.put((part, estimates)))
-
-    def _settle(self) -> None:
-        """Apply the estimates that came back since the last step, then write what changed."""
-        latencies = []
-        while True:
-            try:
-                crops, estimates = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            if estimates is None:
-                self.book.unanswered(crops)
-                continue
-            for key in self.book.apply(estimates):
-                self.perception.mark_confident(key)
-            latencies += [time.time() - e.time for e in estimates if e.time > _WALL_CLOCK]
-        records = self.book.flush()
-        self._tracks_written += sum(1 for r in records if r.ended)
-        if latencies:
-            self._quietly(self.control.observe_latencies, latencies)  # measured once the estimates are written
+    def _latencies(self, estimates: list[Estimate]) -> None:
+        """Frame -> estimate latencies of a live stream, once the estimates are applied."""
+        self._quietly(self.control.observe_latencies, [time.time() - e.time for e in estimates])
 
     def _end_all(self) -> None:
         """End every open track, wait (up to ``end_grace_s``) for outstanding estimates, write."""
-        out = self.perception.finish()
-        self.book.observe(out.events, out.seen.values())
-        if out.crops:
-            self._request(out.crops)
-        deadline = time.monotonic() + self.config.ingest.end_grace_s
-        while len(self.book) and time.monotonic() < deadline:
-            self._settle()
-            time.sleep(0.05)
-        self._settle()
-        self._tracks_written += sum(1 for r in self.book.flush(final=True) if r.ended)
+        self.driver.finish(grace_s=self.config.ingest.end_grace_s)
         self._publish(state="stopped" if self.spec.kind == "stream" else None)
 
     def _end_orphans(self, perception: Perception) -> None:
@@ -279,7 +234,7 @@ class StreamWorker:
 
     def _publish(self, state: str | None = None) -> None:
         status = self._status
-        update: dict = {"updated_at": time.time(), "tracks_active": 0 if self.book is None else len(self.book)}
+        update: dict = {"updated_at": time.time(), "tracks_active": 0 if self.driver is None else len(self.driver.book)}
         if len(self._recent) >= 2:
             (t0, f0), (t1, f1) = self._recent[0], self._recent[-1]
             update["fps"] = round((f1 - f0) / (t1 - t0), 2) if t1 > t0 else 0.0
@@ -298,7 +253,7 @@ class StreamWorker:
         self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s, self.token)
 
     def _save_snapshot(self) -> None:
-        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.perception.snapshot())
+        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.driver.perception.snapshot())
         self._quietly(self.control.save_snapshot, self.spec.id, snapshot)
 
     def _quietly(self, call, *args) -> None:

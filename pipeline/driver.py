@@ -1,0 +1,124 @@
+"""The stream driver: the loop body of every stream, between its perception and its track book.
+
+``frames -> perception -> (start/end events, crops) -> estimates -> track book -> store``.
+The CLI's ``analyze``, the bench, file jobs and the service's streams all run this one driver;
+only how crops get estimated differs, behind :data:`Submit`: in line in one process
+(:class:`InlineEstimates`: the answers are there by the next settle), on replica pools in the
+service (the answers come back later, on another thread, possibly in parts, possibly more than
+one per crop: the track book fuses late estimates).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable
+
+from .perception import Perception, PerceptionBatch
+from .store import TrackRecord
+from .trackbook import TrackBook
+from .types import Crop, Estimate, Frame
+
+__all__ = ["Deliver", "InlineEstimates", "StreamDriver", "Submit"]
+
+#: ``deliver(crops, estimates)``: one estimate per crop of this part, or None when the part got
+#: no answer; may be called from any thread, once or more per submitted batch.
+Deliver = Callable[[list[Crop], list[Estimate] | None], None]
+#: ``submit(crops, deliver)``: send crops for estimation; returns at once or after answering.
+Submit = Callable[[list[Crop], Deliver], None]
+
+
+class InlineEstimates:
+    """``submit`` for one process: the estimator answers in line, before ``submit`` returns.
+
+    Args:
+        estimate: the estimator's ``estimate`` (list of crops in, list of estimates out).
+        on_estimates: called with each batch's estimates and the seconds it took (stats).
+    """
+
+    def __init__(self, estimate: Callable[[list[Crop]], list[Estimate]],
+                 on_estimates: Callable[[list[Estimate], float], None] | None = None) -> None:  # fmt: skip
+        self.estimate, self.on_estimates = estimate, on_estimates
+
+    def __call__(self, crops: list[Crop], deliver: Deliver) -> None:
+        t0 = time.perf_counter()
+        estimates = self.estimate(crops)
+        if len(estimates) != len(crops):
+            raise RuntimeError(f"estimator returned {len(estimates)} estimates for {len(crops)} crops")
+        if self.on_estimates is not None:
+            self.on_estimates(estimates, time.perf_counter() - t0)
+        deliver(crops, estimates)
+
+
+class StreamDriver:
+    """One stream's perception and track book, and the estimates between them.
+
+    Args:
+        perception: the stream's perception (detect, associate, track, crops).
+        book: the stream's track book.
+        submit: how crops get estimated.
+        on_requested: called with the crops of each request (the service keeps face crops).
+        on_applied: called with the estimates applied at each settle (the service measures
+            their latency).
+    """
+
+    def __init__(
+        self,
+        perception: Perception,
+        book: TrackBook,
+        submit: Submit,
+        on_requested: Callable[[list[Crop]], None] | None = None,
+        on_applied: Callable[[list[Estimate]], None] | None = None,
+    ) -> None:
+        self.perception, self.book, self.submit = perception, book, submit
+        self.on_requested, self.on_applied = on_requested, on_applied
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.tracks_ended = 0
+
+    def step(self, frames: list[Frame]) -> PerceptionBatch:
+        """Analyse consecutive frames: perception, their events to the book, their crops out
+        for estimates, then whatever estimates have come back."""
+        batch = self.perception.process(frames)
+        self._take(batch, estimate=True)
+        self.settle()
+        return batch
+
+    def settle(self, final: bool = False) -> list[TrackRecord]:
+        """Apply the estimates that came back since the last settle, then write what changed
+        (every open track, ended, with ``final``); returns the records written."""
+        applied = []
+        while True:
+            try:
+                crops, estimates = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if estimates is None:
+                self.book.unanswered(crops)
+                continue
+            for key in self.book.apply(estimates):
+                self.perception.mark_confident(key)
+            applied += estimates
+        if applied and self.on_applied is not None:
+            self.on_applied(applied)
+        records = self.book.flush(final=final)
+        self.tracks_ended += sum(1 for r in records if r.ended)
+        return records
+
+    def finish(self, grace_s: float = 0.0, estimate: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
+        """End every open track (the source ended, a stop, a deletion), wait up to ``grace_s``
+        for the estimates still out, and write everything. ``estimate=False`` sends no last
+        crops (when the estimator itself is what failed)."""
+        self._take(self.perception.finish(), estimate=estimate)
+        deadline = time.monotonic() + grace_s
+        while len(self.book) and time.monotonic() < deadline:
+            self.settle()
+            sleep(0.05)
+        self.settle(final=True)
+
+    def _take(self, batch: PerceptionBatch, estimate: bool) -> None:
+        self.book.observe(batch.events, batch.seen.values())
+        if estimate and batch.crops:
+            self.book.requested(batch.crops)
+            if self.on_requested is not None:
+                self.on_requested(batch.crops)
+            self.submit(batch.crops, lambda crops, estimates: self.inbox.put((crops, estimates)))
