@@ -49,15 +49,14 @@ class MLLMPool:
         self.remote = config.estimator.primary.backend.type == "openai"
         pool = config.pools.mllm
         for batched in (self._one_batch_at_a_time, self._several_batches):
-            batched.set_max_batch_size(pool.max_batch_size)
+            batched.set_max_batch_size(config.estimator.primary.batch_size)  # one batch size: the estimator's
             batched.set_batch_wait_timeout_s(pool.batch_wait_timeout_s)
 
     async def estimate(self, crop: Crop) -> Estimate:
         return await (self._several_batches(crop) if self.remote else self._one_batch_at_a_time(crop))
 
     def check_health(self) -> None:
-        if not self.estimator.healthy:
-            raise RuntimeError("the MLLM can no longer run on its device")
+        self.estimator.check_health()
 
     @ray.serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _one_batch_at_a_time(self, crops: list[Crop]) -> list[Estimate]:

@@ -174,7 +174,8 @@ def test_a_batch_out_of_device_memory_is_split_and_only_what_cannot_fit_fails(es
     estimates = est.estimate(crops)
     assert [e.valid for e in estimates] == [False, True, True, False]
     assert estimates[0].reason == "backend error: out of device memory for a single request"
-    assert "ran out of device memory; retrying in halves" in caplog.text and est.healthy
+    assert "ran out of device memory; retrying in halves" in caplog.text
+    est.check_health()  # an out-of-memory is not a broken device
 
 
 def test_the_cli_family_list_matches_the_builders():
@@ -231,3 +232,21 @@ def test_engine_problems_name_the_layers_it_cannot_feed(family_dirs):
     model.config.get_text_config().layer_types = ["full_attention", "full_attention"]
     model.config._attn_implementation = "flash_attention_2"
     assert "takes no tree-shaped mask" in Engine.problem(model)
+
+
+def test_a_device_failure_fails_the_batch_and_marks_the_pool_unhealthy(family_dirs, astronaut, monkeypatch):
+    """A CUDA error other than out-of-memory (a device-side assert: raised here, no GPU on the
+    test machines) is not retried: the batch fails (the service's router then asks the
+    specialist) and the health check fails, so Ray Serve replaces the MLLM replica."""
+    backend = TransformersBackendConfig(model=str(family_dirs["qwen2_5_vl"]), local_files_only=True, device="cpu")
+    est = build_estimator(MllmEstimatorConfig(backend=backend, mode="scored"), None)
+    est.check_health()
+
+    def broken(inputs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(est.backend.engine, "prefill", broken)
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        est.estimate(_crops(astronaut)[:2])
+    with pytest.raises(RuntimeError, match="can no longer run on its device"):
+        est.check_health()

@@ -61,12 +61,12 @@ def service(tmp_path_factory, tiny_whole, models, sample_video):
     config = ServeConfig.model_validate(
         {
             "store": {"url": redis_server.url, "prefix": "svc"},
-            "estimator": {"type": "routed", "primary": {"type": "mllm", "mode": "constrained",
+            "estimator": {"type": "routed", "primary": {"type": "mllm", "mode": "constrained", "batch_size": 4,
                           "backend": {"type": "transformers", "model": str(tiny_whole), "local_files_only": True, "device": "cpu"}}},
             "ingest": {"replicas": 2, "max_streams": 3, "lease_s": 3.0, "renew_s": 0.5, "snapshot_s": 1.0, "status_s": 0.5,
                        "end_grace_s": 10.0, "num_cpus": 0.25},
             # the MLLM pool takes one crop at a time and queues one: crops beyond that are refused
-            "pools": {"mllm": {"max_ongoing_requests": 1, "max_queued_requests": 1, "max_batch_size": 4}},
+            "pools": {"mllm": {"max_ongoing_requests": 1, "max_queued_requests": 1}},
             "router": {"max_in_flight": 8, "cooldown_s": 1.0, "latency_budget_s": 5.0},
             "api": {"port": port, "api_key_file": str(work / "key"), "file_roots": [str(work / "videos")]},
         }

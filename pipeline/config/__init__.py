@@ -32,7 +32,7 @@ from .estimators import (
     SpecialistEstimatorConfig,
     TransformersBackendConfig,
 )
-from .service import ApiConfig, IngestConfig, PoolConfig, RouterConfig
+from .service import ApiConfig, IngestConfig, MllmPoolConfig, PoolConfig, RouterConfig
 from .stages import (
     AggregationConfig,
     AssociationConfig,
@@ -63,6 +63,7 @@ __all__ = [
     "OpenAIBackendConfig",
     "PersonScheduleConfig",
     "PipelineConfig",
+    "MllmPoolConfig",
     "PoolConfig",
     "PoolsConfig",
     "RedisStoreConfig",
@@ -105,8 +106,8 @@ class PipelineConfig(_Section):
 class PoolsConfig(_Section):
     """The estimator replica pools of the service."""
 
-    mllm: PoolConfig = PoolConfig()
-    specialist: PoolConfig = PoolConfig(max_batch_size=32, max_ongoing_requests=64, max_queued_requests=-1)
+    mllm: MllmPoolConfig = MllmPoolConfig()
+    specialist: PoolConfig = PoolConfig(max_ongoing_requests=64, max_queued_requests=-1)
 
 
 class ServeConfig(PipelineConfig):

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from .base import Section as _Section
 
-__all__ = ["ApiConfig", "IngestConfig", "PoolConfig", "RouterConfig"]
+__all__ = ["ApiConfig", "IngestConfig", "MllmPoolConfig", "PoolConfig", "RouterConfig"]
 
 
 class IngestConfig(_Section):
@@ -60,7 +60,7 @@ class RouterConfig(_Section):
 
 
 class PoolConfig(_Section):
-    """A replica pool of one estimator (``@ray.serve.batch`` over crops)."""
+    """A replica pool of one estimator: its size, resources and limits."""
 
     num_replicas: int | Literal["auto"] = Field(1, description="a number, or auto (autoscaling)")
     min_replicas: int = Field(1, ge=0, description="autoscaling bounds")
@@ -68,9 +68,7 @@ class PoolConfig(_Section):
     target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (e.g. 1 for the MLLM on a GPU node)")
-    max_batch_size: int = Field(8, ge=1)
-    batch_wait_timeout_s: float = Field(0.05, ge=0)
-    max_ongoing_requests: int = Field(16, ge=1, description="crops a replica takes at once")
+    max_ongoing_requests: int = Field(16, ge=1, description="calls a replica takes at once")
     max_queued_requests: int = Field(16, ge=-1, description="crops queued at each caller past that (-1: no limit); more are refused")
 
     @field_validator("max_queued_requests")
@@ -79,6 +77,13 @@ class PoolConfig(_Section):
         if value == 0:
             raise ValueError("must be -1 (no limit) or at least 1 (Ray Serve has no zero-length queue)")
         return value
+
+
+class MllmPoolConfig(PoolConfig):
+    """The MLLM pool: single crops batched by Ray Serve (``@ray.serve.batch``) up to the MLLM
+    estimator's own ``batch_size``, waiting at most ``batch_wait_timeout_s`` to fill a batch."""
+
+    batch_wait_timeout_s: float = Field(0.05, ge=0)
 
 
 class ApiConfig(_Section):

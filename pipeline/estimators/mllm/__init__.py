@@ -13,7 +13,7 @@ import numpy as np
 from ...config import MllmEstimatorConfig
 from ...errors import ConfigError
 from ...types import EXPRESSIONS, Crop, Estimate
-from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .base import BackendFailure, MllmBackend, MllmRequest, ScoredAnswer
 from .prompts import load_prompt
 from .schema import AGES, parse_answer
 
@@ -49,9 +49,10 @@ class MllmEstimator:
                 f"the {config.backend.type} MLLM backend needs {err.name or 'a missing package'}: "
                 "install tracklens with the [mllm] extra (pip install 'tracklens[mllm]')"
             ) from None
-        self.backend = backend if backend is not None else backend_cls(config.backend)
+        self.backend: MllmBackend = backend if backend is not None else backend_cls(config.backend)
         self.model_id = self.backend.model_id
         try:
+            self.backend.start()
             self.backend.check_mode(config.mode)
         except BaseException:
             self.close()
@@ -84,17 +85,15 @@ class MllmEstimator:
                 out[i] = est
         return out  # type: ignore[return-value]
 
-    @property
-    def healthy(self) -> bool:
-        """False once the backend's device failed in a way retries cannot mend (the service
-        then replaces the replica); an out-of-memory batch is split and retried instead."""
-        return getattr(self.backend, "healthy", True)
+    def check_health(self) -> None:
+        """Raise once the backend can no longer answer (its device failed in a way retries
+        cannot mend: the service then replaces the replica); an out-of-memory batch is split
+        and retried instead."""
+        self.backend.check_health()
 
     def close(self) -> None:
         """Release the backend (HTTP client and its threads)."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        self.backend.close()
 
     def _request(self, crop: Crop) -> MllmRequest:
         images = [im for im in (crop.face, crop.body) if im is not None]

@@ -30,7 +30,7 @@ from ...config import OpenAIBackendConfig
 from ...env import secret
 from ...errors import ModelError
 from ...urls import redact_url
-from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .base import BackendFailure, MllmBackend, MllmRequest, ScoredAnswer
 from .logprobs import read_scored_answer
 from .schema import JSON_SCHEMA, all_answers, parse_answer
 
@@ -40,7 +40,7 @@ _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _CHOICES = all_answers()
 
 
-class OpenAIBackend:
+class OpenAIBackend(MllmBackend):
     """See the module docstring."""
 
     def __init__(self, config: OpenAIBackendConfig) -> None:
@@ -51,12 +51,6 @@ class OpenAIBackend:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers, timeout=config.timeout_s)
-        try:
-            if config.check_on_start:
-                self._check_endpoint()
-        except BaseException:
-            self._client.close()
-            raise
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
         self._numbers: bool | None = None
 
@@ -79,6 +73,10 @@ class OpenAIBackend:
         if response.status_code in (401, 403):
             key = f"${self.config.api_key_env}" if self.config.api_key_env else "an API key (backend.api_key_env)"
             raise ModelError(f"the MLLM endpoint {url} refused the request (HTTP {response.status_code}); check {key}")
+
+    def start(self) -> None:
+        if self.config.check_on_start:
+            self._check_endpoint()
 
     def check_mode(self, mode: str) -> None:
         """Before any work in ``mode``: for constrained and scored modes (with

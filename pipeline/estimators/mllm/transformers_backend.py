@@ -27,7 +27,7 @@ import torch
 from ...config import TransformersBackendConfig
 from ...errors import ModelError
 from ...types import EXPRESSIONS
-from .base import BackendFailure, MllmRequest, ScoredAnswer
+from .base import BackendFailure, MllmBackend, MllmRequest, ScoredAnswer
 from .context import Engine, PromptState
 from .loading import load_model, load_processor
 from .schema import AGES
@@ -73,7 +73,7 @@ class _OutOfMemory(Exception):
     pass
 
 
-class TransformersBackend:
+class TransformersBackend(MllmBackend):
     """See the module docstring. Weights load once, on construction, then a warm-up runs.
 
     Attributes:
@@ -102,8 +102,14 @@ class TransformersBackend:
         context = render_prompt(self.processor, [{"role": "user", "content": [{"type": "text", "text": "?"}]}])
         self.trie = AnswerTrie(encoder_in_context(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], context))
         self._image_options = self._image_budget()
-        if config.warmup:
+
+    def start(self) -> None:
+        if self.config.warmup:
             self._warmup()
+
+    def check_health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError(f"MLLM {self.model_id!r} can no longer run on its device ({self.device})")
 
     def check_mode(self, mode: str) -> None:
         """Raise :class:`ModelError` when ``mode`` cannot run on this model (see
