@@ -3,10 +3,18 @@ generations, heartbeats, jobs. No sleeps: time moves when the test moves it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
-from tracklens.pipeline.service.control import ControlPlane, JobResult, Snapshot, StreamSpec, StreamStatus
+from tracklens.pipeline.service.control import (
+    SNAPSHOT_VERSION,
+    ControlPlane,
+    JobResult,
+    Snapshot,
+    StreamSpec,
+    StreamStatus,
+)
 from tracklens.pipeline.store import RedisTrackStore, TrackRecord
 from tracklens.pipeline.summary import TrackSummary
 
@@ -109,3 +117,19 @@ def test_jobs_stay_on_record_until_their_retention_and_only_their_owner_finishes
     assert 0 < control.client.pttl(f"{prefix}:ctl:job:j1") <= 60_000
     control.client.delete(f"{prefix}:ctl:job:j1")  # as its retention running out does
     assert [j.id for j in control.jobs()] == ["j2"]
+
+
+def test_a_snapshot_of_another_layout_is_recognised_and_not_restored(plane):
+    """A snapshot saved by an older tracklens (unversioned, or another version) is not
+    misread after an upgrade: the stream starts afresh."""
+    control, clock, prefix = plane
+    spec = control.add(StreamSpec(id="door", kind="stream", url="rtsp://127.0.0.1:1/cam"))
+    token = control.claim("door", "a", lease_s=6)
+    key = f"{prefix}:ctl:snapshot:door"
+    control.client.set(key, json.dumps({"epoch": 0, "tracker": {}, "writer": "old-worker"}))  # before versions
+    assert control.load_snapshot("door", spec.generation) is None
+    old = Snapshot(version=SNAPSHOT_VERSION - 1, generation=spec.generation, token=token, state={"epoch": 0})
+    control.client.set(key, old.model_dump_json())
+    assert control.load_snapshot("door", spec.generation) is None
+    assert control.save_snapshot("door", Snapshot(generation=spec.generation, token=token, state={"epoch": 3}))
+    assert control.load_snapshot("door", spec.generation).state == {"epoch": 3}

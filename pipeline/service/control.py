@@ -57,6 +57,8 @@ __all__ = [
     "Snapshot",
     "StreamOptions",
     "StreamSpec",
+    "SNAPSHOT_VERSION",
+    "StreamState",
     "StreamStatus",
     "new_id",
 ]
@@ -179,13 +181,19 @@ class StreamSpec(_Model):
         return {**self.model_dump(exclude={"generation"}), "url": redact_url(self.url)}
 
 
+#: Where a stream or job is: ``pending`` (nobody runs it yet), ``connecting`` / ``live`` /
+#: ``reconnecting`` (a live source), ``running`` (a file job), ``done``, ``failed``, ``stopped``
+#: (a deleted stream, its tracks ended), ``cancelled`` (a job).
+StreamState = Literal["pending", "connecting", "live", "reconnecting", "running", "done", "failed", "stopped", "cancelled"]
+
+
 class StreamStatus(_Model):
     """How a stream or job is doing, as its owner last published it."""
 
     id: str
     kind: Literal["stream", "job"] = "stream"
     generation: str = Field("", description="the generation of the spec it describes (not shown by the API)")
-    state: str = Field("pending", description="pending, connecting, live, reconnecting, running, done, failed, stopped, cancelled")
+    state: StreamState = "pending"
     owner: str | None = None
     fps: float = Field(0.0, description="frames analysed per second, recently")
     frames_decoded: int = 0
@@ -211,10 +219,16 @@ class JobResult(_Model):
     error: str | None = None
 
 
+#: The layout of :class:`Snapshot`; a snapshot saved under another one (an older tracklens) is
+#: recognised and not restored: the stream starts afresh, in a new epoch.
+SNAPSHOT_VERSION = 2
+
+
 class Snapshot(_Model):
     """A stream's saved perception state, with the generation and the claim token of the
     owner that saved it (a snapshot of another generation is never restored)."""
 
+    version: int = SNAPSHOT_VERSION
     generation: str
     token: int
     state: dict
@@ -381,9 +395,9 @@ class ControlPlane:
             return None
         try:
             snapshot = Snapshot.model_validate_json(raw)
-        except ValueError:  # saved by an older version: start afresh
+        except ValueError:  # saved by a version before snapshots were versioned: start afresh
             return None
-        return snapshot if snapshot.generation == generation else None
+        return snapshot if snapshot.version == SNAPSHOT_VERSION and snapshot.generation == generation else None
 
     def finish_job(self, job_id: str, result: JobResult, status: StreamStatus, retention_s: float, token: int) -> bool:
         """Record a job's end (kept for ``retention_s``, its spec too) and stop asking for it

@@ -144,8 +144,8 @@ class StreamWorker:
             self._end_orphans(perception)
             log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
         faces = self._keep_faces if cfg.ingest.store_face_crops else None
-        # a live stream's frame times are wall-clock seconds: its estimates' latency is measurable
-        latency = self._latencies if isinstance(source, LiveSource) else None
+        # frame -> estimate latency is measurable when frame times are wall-clock seconds
+        latency = self._latencies if source.time_base == "wall" else None
         self.driver = StreamDriver(perception, book, self.submit, on_requested=faces, on_applied=latency)
         next_status = next_snapshot = 0.0
         frames_iter = None if isinstance(source, LiveSource) else iter(source)

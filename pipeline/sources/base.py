@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +21,10 @@ class FrameSource(Protocol):
     """
 
     stream: str
+    #: What frame times (``Frame.pts``, and so crop and estimate times) count: ``media`` seconds
+    #: from the file's start, or ``wall`` clock seconds (live streams: a camera's own time stamps
+    #: restart at every reconnect).
+    time_base: Literal["media", "wall"]
 
     @property
     def analysis_fps(self) -> float:

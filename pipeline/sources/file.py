@@ -116,6 +116,8 @@ class FileSource:
         error: why the stream ended early, or None.
     """
 
+    time_base = "media"  # frame times are seconds from the file's start
+
     def __init__(self, path: str | Path, stream: str = "video", fps: float | None = 10.0) -> None:
         self.path = Path(path)
         self.stream = stream

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from ..config import LiveSourceConfig
 from ..errors import InputError
@@ -52,7 +53,7 @@ class LiveStats:
         since: wall-clock time of the last state change.
     """
 
-    state: str = "connecting"
+    state: Literal["connecting", "live", "reconnecting", "stopped", "failed"] = "connecting"
     frames_decoded: int = 0
     frames_analysed: int = 0
     frames_dropped: int = 0
@@ -77,6 +78,8 @@ class LiveSource:
     Raises:
         InputError: the URL is malformed (nothing is connected to then).
     """
+
+    time_base = "wall"  # frame times are wall-clock seconds: a camera's own restart at every reconnect
 
     def __init__(self, url: str, stream: str = "video", fps: float | None = 10.0, config: LiveSourceConfig | None = None) -> None:
         self.url = parse_url(url, LIVE_SCHEMES, "stream URL")  # before anything connects: see pipeline/urls.py
