@@ -14,6 +14,12 @@ from .types import Detections, Person
 
 __all__ = ["associate", "body_from_face"]
 
+#: A face box with at least this share of its area inside a more confident face box is the same
+#: head found twice (CenterFace's NMS, at IoU 0.3, keeps a half-face box inside a whole one): it
+#: is dropped, or it could win the body over the real face and push that face out as a second,
+#: face-anchored person, a fragment track beside the real one.
+_SAME_HEAD_INSIDE = 0.6
+
 
 def body_from_face(face: np.ndarray, width: int, height: int, cfg: AssociationConfig) -> np.ndarray:
     """A body box for an ``(4,)`` xyxy face: centred under it, clipped to the frame."""
@@ -30,8 +36,10 @@ def associate(persons: Detections, faces: Detections, width: int, height: int, c
 
     A pair needs at least ``min_inside`` of the face's area inside the body and the face
     centre in the top ``max_center_depth`` of the body; among candidates the assignment
-    prefers faces fully inside and high up.
+    prefers faces fully inside and high up. A face mostly inside a more confident face is the
+    same head found twice and is dropped first.
     """
+    faces = faces[_distinct_heads(faces)]
     pb, fb = persons.xyxy, faces.xyxy
     matched_face = np.full(len(pb), -1)
     unmatched_faces = np.arange(len(fb))
@@ -74,6 +82,22 @@ def associate(persons: Detections, faces: Detections, width: int, height: int, c
             )
         )
     return out
+
+
+def _distinct_heads(faces: Detections) -> np.ndarray:
+    """Boolean mask of the faces that are not mostly inside a more confident face."""
+    fb = faces.xyxy
+    if len(fb) < 2:
+        return np.ones(len(fb), bool)
+    lt = np.maximum(fb[:, None, :2], fb[None, :, :2])
+    rb = np.minimum(fb[:, None, 2:], fb[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    inside = inter / np.maximum(np.prod(fb[:, 2:] - fb[:, :2], axis=1), 1e-6)[:, None]  # [i, j]: share of i inside j
+    conf, order = faces.confidence, np.arange(len(fb))
+    # [i, j]: j is the better box; on a tie the earlier one stays
+    better = (conf[None, :] > conf[:, None]) | ((conf[None, :] == conf[:, None]) & (order[None, :] < order[:, None]))
+    np.fill_diagonal(inside, 0.0)
+    return ~((inside >= _SAME_HEAD_INSIDE) & better).any(axis=1)
 
 
 def _points(faces: Detections, index: int) -> np.ndarray | None:

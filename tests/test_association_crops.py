@@ -60,6 +60,22 @@ def test_a_faint_body_with_a_clear_face_is_tracked_with_the_face_confidence():
     assert person.confidence == pytest.approx(0.9)
 
 
+
+def test_a_half_face_inside_a_face_is_not_a_second_person():
+    """Regression (boxes from a real clip): CenterFace boxed a portrait's face and, less sure,
+    a half of it inside (its NMS keeps a small box inside a big one). The half face won the
+    body, the real face became a second person with a derived body, and that fragment took the
+    id of the person crossing behind her. A face mostly inside a more confident face is dropped."""
+    bodies = _dets([[557, 194, 870, 512]], 0.9, PERSON)
+    boxes = np.array([[691, 248, 790, 370], [685, 260, 722, 347]], np.float32)
+    faces = Detections(boxes, np.array([0.95, 0.37], np.float32), np.full(2, FACE))
+    (person,) = associate(bodies, faces, 1280, 720, ACFG)
+    assert person.face.tolist() == [691, 248, 790, 370] and not person.derived_body
+    # two faces side by side (two people close together) both stay
+    boxes = np.array([[600, 250, 660, 320], [665, 250, 725, 320]], np.float32)
+    apart = Detections(boxes, np.array([0.9, 0.5], np.float32), np.full(2, FACE))
+    assert len(associate(Detections.empty(), apart, 1280, 720, ACFG)) == 2
+
 def _textured(h=720, w=1280, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
 

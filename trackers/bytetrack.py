@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .kalman import BoxKalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
-from .matching import assign, iou_matrix
+from .matching import assign, iou_matrix, top_aligned_iou
 
 __all__ = ["ByteTrackConfig", "ByteTrackTracker", "TrackerOutput"]
 
@@ -45,6 +45,11 @@ class ByteTrackConfig:
             the chance of handing an old id to a new person.
         min_hits: consecutive matches before a track is confirmed and gets an id.
         fuse_score: multiply IoU by detection score in the first association.
+        top_aligned: compare a track's box and a detection over their common height from the
+            top (:func:`~.matching.top_aligned_iou`) instead of by plain IoU. A person's box
+            changes its bottom when the anchor does (the person detector's body box, or a box
+            derived from the face when that detector misses them) or when the legs leave the
+            view; the head stays at the top. Boxes of equal height compare exactly as by IoU.
     """
 
     high_thresh: float = 0.5
@@ -56,6 +61,7 @@ class ByteTrackConfig:
     lost_track_buffer: int = 30
     min_hits: int = 2
     fuse_score: bool = True
+    top_aligned: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_thresh <= self.high_thresh <= 1.0:
@@ -201,7 +207,8 @@ class ByteTrackTracker:
         """Match ``tracks`` to detections ``det_idx``; update the matched; return unmatched detections."""
         if not tracks or len(det_idx) == 0:
             return det_idx
-        iou = iou_matrix(np.stack([t.box() for t in tracks]), boxes[det_idx])
+        similarity = top_aligned_iou if self.config.top_aligned else iou_matrix
+        iou = similarity(np.stack([t.box() for t in tracks]), boxes[det_idx])
         if fuse_score:
             iou = iou * scores[det_idx][None, :]
         pairs, _, unmatched = assign(1.0 - iou, max_cost)

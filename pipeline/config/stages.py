@@ -63,6 +63,10 @@ class TrackerConfig(_Section):
     tentative_match_thresh: float = 0.7
     lost_track_buffer: int = Field(60, ge=0, description="frames at 30 fps")
     min_hits: int = Field(3, ge=1)
+    top_aligned: bool = Field(
+        True, description="compare boxes over their common height from the top, so a person keeps the id when the "
+        "anchor changes between body box and face-derived box (false: plain IoU)"
+    )
 
 
 class AssociationConfig(_Section):
