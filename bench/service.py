@@ -201,7 +201,8 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
             estimator={"type": "routed", "primary": {"type": "mllm", "mode": "free", "backend": {
                 "type": "openai", "base_url": f"http://127.0.0.1:{endpoint.port}/v1", "model": "emulated", "api_key_env": None,
                 "max_retries": 0, "max_concurrency": 64}}},
-            crops={"refresh_s": 0.5, "max_requests": 100000},
+            # a load test: every track asked about every 0.5 s, settled or not
+            crops={"confirm_after_s": 0.5, "refresh_s": 0.5, "per_minute": 120, "expression_refresh_s": 0.5, "max_requests": 100000},
             aggregation={"confident_age_std": 0.01},
             pools={"mllm": {"max_ongoing_requests": slots, "max_queued_requests": slots}},
             router={"latency_budget_s": 10.0},

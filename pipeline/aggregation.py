@@ -22,7 +22,7 @@ from .config import AggregationConfig
 from .estimators.consistency import enforce
 from .types import EXPRESSIONS, Estimate
 
-__all__ = ["TrackAggregate", "fuse", "is_confident", "summarize"]
+__all__ = ["TrackAggregate", "fuse", "is_confident", "summarize", "uncertain_fields"]
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,22 @@ def summarize(agg: TrackAggregate, cfg: AggregationConfig) -> dict:
     }
 
 
-def is_confident(agg: TrackAggregate, cfg: AggregationConfig) -> bool:
-    """Enough evidence to stop asking: age precise, gender and expression labelled."""
+def uncertain_fields(agg: TrackAggregate, cfg: AggregationConfig) -> frozenset[str]:
+    """The fields that still need evidence: ``age`` (too few estimates, or its standard error
+    above ``confident_age_std``), ``gender`` and ``expression`` (no label yet: too little or
+    too flat evidence). Empty: the track is settled."""
     parts = summarize(agg, cfg)
     _, _, stderr = _age(agg)
-    return (
-        parts["age"]["mean"] is not None
-        and stderr is not None
-        and stderr <= cfg.confident_age_std
-        and parts["gender"]["label"] is not None
-        and parts["expression"]["label"] is not None
-    )
+    fields = set()
+    if parts["age"]["mean"] is None or stderr is None or stderr > cfg.confident_age_std:
+        fields.add("age")
+    if parts["gender"]["label"] is None:
+        fields.add("gender")
+    if parts["expression"]["label"] is None:
+        fields.add("expression")
+    return frozenset(fields)
+
+
+def is_confident(agg: TrackAggregate, cfg: AggregationConfig) -> bool:
+    """Enough evidence on every field: age precise, gender and expression labelled."""
+    return not uncertain_fields(agg, cfg)

@@ -1,14 +1,25 @@
-"""Crop selection: the best crops of each track, under a per-track request budget.
+"""Crop selection: the best crops of each track, and a request policy that stops when it is sure.
 
 Each frame offers every tracked person; the selector keeps the best-scoring candidate since
-the track's last request and releases it when the budget says a request is due: first soon
-after the track is confirmed, then at most every ``refresh_s`` seconds, never more than
-``max_requests`` times, and not at all once the track is marked confident.
+the track's last request and releases it when the policy says a request is due:
+
+- the **first** request ``first_after_s`` after the track is confirmed;
+- a second one ``confirm_after_s`` later, to **confirm** the first;
+- then only while a field is **uncertain** (the track book says which: age spread, gender
+  log-odds, expression flat), when a **better crop** appears (``better_crop_factor`` times the
+  best one asked about), or, for a settled track, every ``expression_refresh_s`` (expressions
+  change; age and gender do not);
+- never more than one per ``refresh_s``, 2 + ``per_minute`` per tracked minute, nor
+  ``max_requests`` in all.
+
+Each crop released says why (``Crop.reason``). With the MLLM, this policy decides how many
+people one replica serves: a request every 1.5 s is 40 per track-minute; this asks 2 per new
+track and at most 3 per track-minute after that.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -68,17 +79,22 @@ def _int_box(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, in
     return x0, y0, x1, y1
 
 
+#: The fields the track book still lacks for a track (all of them until it has said).
+_ALL_FIELDS = frozenset(("age", "gender", "expression"))
+
+
 @dataclass
 class _Budget:
     confirmed_at: float
     last_request: float | None = None
     requests: int = 0
-    confident: bool = False
+    needs: frozenset = _ALL_FIELDS
+    asked_quality: float = 0.0  # the best crop quality asked about so far
     best: Crop | None = None
 
 
 class CropSelector:
-    """Per-stream crop selection; one instance per stream."""
+    """Per-stream crop selection and request policy; one instance per stream."""
 
     def __init__(self, config: CropConfig) -> None:
         self.config = config
@@ -89,16 +105,42 @@ class CropSelector:
         due = []
         for key, person in people:
             budget = self._tracks.setdefault(key, _Budget(confirmed_at=time))
-            if budget.confident or budget.requests >= self.config.max_requests:
+            if budget.requests + 1 > self._allowed(budget, time) + 1e-9:
+                budget.best = None
                 continue
             quality = self._quality(image, person)
             if budget.best is None or quality > budget.best.quality:
                 budget.best = cut_crop(image, time, key, person, quality, self.config)
-            wait = self.config.first_after_s if budget.last_request is None else self.config.refresh_s
-            since = time - (budget.confirmed_at if budget.last_request is None else budget.last_request)
-            if since >= wait and (budget.best.face is not None or not self.config.require_face):
-                due.append(self._release(budget, time))
+            if budget.best.face is None and self.config.require_face:
+                continue
+            reason = self._reason(budget, time)
+            if reason is not None:
+                due.append(self._release(budget, time, reason))
         return due
+
+    def _allowed(self, budget: _Budget, time: float) -> float:
+        """Requests the track may have had by ``time``: 2, then ``per_minute`` more a minute
+        since it was confirmed (and ``max_requests`` in all)."""
+        minutes = max(0.0, time - budget.confirmed_at) / 60.0
+        return min(self.config.max_requests, 2 + self.config.per_minute * minutes)
+
+    def _reason(self, budget: _Budget, time: float) -> str | None:
+        """Why a request is due now, or None."""
+        cfg = self.config
+        if budget.last_request is None:
+            return "first" if time - budget.confirmed_at >= cfg.first_after_s else None
+        since = time - budget.last_request
+        if budget.requests == 1:
+            return "confirm" if since >= cfg.confirm_after_s else None
+        if since < cfg.refresh_s:
+            return None
+        if budget.needs:
+            return "uncertain:" + ",".join(sorted(budget.needs))
+        if budget.best.quality >= cfg.better_crop_factor * budget.asked_quality:
+            return "better crop"
+        if since >= cfg.expression_refresh_s:
+            return "expression refresh"
+        return None
 
     def finish(self, key: str) -> Crop | None:
         """The track ended: its pending best crop if it never got a request, then forget it."""
@@ -107,27 +149,29 @@ class CropSelector:
             return None
         if budget.best.face is None and self.config.require_face:
             return None
-        return budget.best
+        return replace(budget.best, reason="last look")
 
     def snapshot(self) -> dict[str, list]:
         """The budgets of open tracks as JSON-compatible data (pending best crops are not kept:
         a restored stream collects new ones)."""
-        return {key: [b.confirmed_at, b.last_request, b.requests, b.confident] for key, b in self._tracks.items()}
+        return {key: [b.confirmed_at, b.last_request, b.requests, sorted(b.needs), b.asked_quality] for key, b in self._tracks.items()}
 
     def restore(self, data: dict[str, list]) -> None:
         """Continue the budgets of :meth:`snapshot` (same track keys, same request counts)."""
-        self._tracks = {key: _Budget(float(c), None if r is None else float(r), int(n), bool(f)) for key, (c, r, n, f) in data.items()}
+        self._tracks = {key: _Budget(float(c), None if r is None else float(r), int(n), frozenset(f), float(q))
+                        for key, (c, r, n, f, q) in data.items()}  # fmt: skip
 
-    def mark_confident(self, key: str) -> None:
+    def set_needs(self, key: str, needs: frozenset) -> None:
+        """The fields the track book is still unsure of for this track (empty: settled)."""
         if key in self._tracks:
-            self._tracks[key].confident = True
-            self._tracks[key].best = None
+            self._tracks[key].needs = frozenset(needs)
 
-    def _release(self, budget: _Budget, time: float) -> Crop:
-        crop = budget.best
+    def _release(self, budget: _Budget, time: float, reason: str) -> Crop:
+        crop = replace(budget.best, reason=reason)
         budget.best = None
         budget.last_request = time
         budget.requests += 1
+        budget.asked_quality = max(budget.asked_quality, crop.quality)
         return crop
 
     def _quality(self, image: np.ndarray, person: Person) -> float:

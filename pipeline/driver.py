@@ -95,8 +95,8 @@ class StreamDriver:
             if estimates is None:
                 self.book.unanswered(crops)
                 continue
-            for key in self.book.apply(estimates):
-                self.perception.mark_confident(key)
+            for key, needs in self.book.apply(estimates).items():
+                self.perception.set_needs(key, needs)
             applied += estimates
         if applied and self.on_applied is not None:
             self.on_applied(applied)

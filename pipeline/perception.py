@@ -23,7 +23,7 @@ from .types import Crop, Detections, Frame, FrameResult, TrackedPerson, TrackEve
 
 __all__ = ["Perception", "PerceptionBatch"]
 
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 
 
 @dataclass
@@ -107,9 +107,10 @@ class Perception:
             self._end(key, batch)
         return batch
 
-    def mark_confident(self, key: str) -> None:
-        """The track book is sure enough about this track: stop asking about it."""
-        self.crops.mark_confident(key)
+    def set_needs(self, key: str, needs: frozenset[str]) -> None:
+        """The fields the track book is still unsure of for this track (the request policy
+        asks again only for those; empty: settled)."""
+        self.crops.set_needs(key, needs)
 
     def _detect_persons(self, frames: list[Frame]) -> list[Detections]:
         """Tiled scans on the frames the planner picks; the others, the full frame and windows

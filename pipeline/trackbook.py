@@ -18,10 +18,11 @@ order, possibly for a track that has ended. The book
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .aggregation import TrackAggregate, fuse, is_confident, summarize
+from .aggregation import TrackAggregate, fuse, summarize, uncertain_fields
 from .config import AggregationConfig
 from .store import TrackRecord, TrackStore
 from .summary import TrackSummary
@@ -39,12 +40,14 @@ class BookStats:
         late: estimates applied to a track that had already been written as ended.
         orphaned: estimates for a track the store no longer has (expired), dropped.
         ends_timed_out: ends written without every estimate asked for (``end_grace_s``).
+        requests: crops sent for estimates, by why (``first``, ``confirm``, ``uncertain``...).
     """
 
     writes: int = 0
     late: int = 0
     orphaned: int = 0
     ends_timed_out: int = 0
+    requests: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -121,6 +124,7 @@ class TrackBook:
     def requested(self, crops: Iterable[Crop]) -> None:
         """Crops were sent for estimation: their tracks' ends wait for the answers."""
         for crop in crops:
+            self.stats.requests[crop.reason.split(":")[0] or "unspecified"] += 1
             entry = self._entries.get(crop.track)
             if entry is not None:
                 entry.outstanding += 1
@@ -132,24 +136,23 @@ class TrackBook:
             if entry is not None:
                 entry.outstanding = max(0, entry.outstanding - 1)
 
-    def apply(self, estimates: Iterable[Estimate]) -> list[str]:
-        """Fuse estimates into their tracks, whenever they come; returns the keys of tracks
-        that became confident (perception stops asking about them)."""
-        confident = []
+    def apply(self, estimates: Iterable[Estimate]) -> dict[str, frozenset[str]]:
+        """Fuse estimates into their tracks, whenever they come; returns, for each open track
+        that got one, the fields it is still unsure of (perception's request policy asks
+        again only for those; empty: settled)."""
+        needs = {}
         for est in estimates:
             entry = self._entries.get(est.track)
             if entry is None:
                 self._apply_late(est)
                 continue
             entry.outstanding = max(0, entry.outstanding - 1)
-            was = is_confident(entry.agg, self.config)
             entry.agg = fuse(entry.agg, est, self.config)
             entry.changed = True
             if "estimate" not in entry.events:
                 entry.events.append("estimate")
-            if not was and is_confident(entry.agg, self.config):
-                confident.append(est.track)
-        return confident
+            needs[est.track] = uncertain_fields(entry.agg, self.config)
+        return needs
 
     def _apply_late(self, est: Estimate) -> None:
         """An estimate for a track already written as ended: continue its stored record."""

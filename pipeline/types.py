@@ -216,6 +216,9 @@ class Crop:
         body: RGB body image, or None.
         quality: selection score in ``[0, 1]``.
         face_px: height of the tight face box in source pixels (0 without a face).
+        reason: why it was asked about (the request policy, :mod:`~tracklens.pipeline.crops`):
+            ``first``, ``confirm``, ``uncertain:<fields>``, ``better crop``, ``expression
+            refresh``, ``last look`` (a track that ended before its first request).
     """
 
     track: str
@@ -225,6 +228,7 @@ class Crop:
     body: np.ndarray | None
     quality: float
     face_px: float = 0.0
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -86,17 +86,38 @@ def _person(face_h: float, conf=0.9) -> Person:
     return Person(body, conf, face, conf, False)
 
 
-def test_budget_first_request_then_refresh_then_stop():
-    cfg = CropConfig(first_after_s=0.3, refresh_s=1.0, max_requests=3)
-    sel = CropSelector(cfg)
-    image = _textured()
-    requests = []
-    for i in range(60):  # 6 s at 10 fps
-        t = i * 0.1
-        requests += [(t, c) for c in sel.offer(image, t, [("s:0:1", _person(80))])]
-    times = [round(t, 1) for t, _ in requests]
-    assert times == [0.3, 1.3, 2.3]
-    assert all(c.face is not None and c.body is not None for _, c in requests)
+def _run(sel, seconds: float, sizes=lambda t: 80, needs=None, fps: int = 10) -> list[tuple[float, str]]:
+    """Offer one person every frame; ``needs(t)`` (when given) is what the track book says
+    after each request. Returns the requests' times and reasons."""
+    image, requests = _textured(), []
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        for crop in sel.offer(image, t, [("s:0:1", _person(sizes(t)))]):
+            requests.append((round(t, 1), crop.reason))
+            if needs is not None:
+                sel.set_needs("s:0:1", needs(t))
+    return requests
+
+
+def test_the_policy_asks_early_confirms_once_then_only_while_unsure_within_its_budget():
+    """Regression: a person crossing a 10 s clip was asked about ~6 times (one request per
+    1.5 s, up to 12) although the fused answer had settled after the second."""
+    cfg = CropConfig(first_after_s=0.3, confirm_after_s=1.0, refresh_s=1.5, per_minute=3.0)
+    unsure = _run(CropSelector(cfg), 60.0)  # the book never settles: at most 2 + 3 per minute
+    assert unsure == [(0.3, "first"), (1.3, "confirm"), (20.0, "uncertain:age,expression,gender"),
+                      (40.0, "uncertain:age,expression,gender")]  # fmt: skip
+    settled = _run(CropSelector(cfg), 60.0, needs=lambda t: frozenset())
+    assert settled == [(0.3, "first"), (1.3, "confirm"), (31.3, "expression refresh")]
+    gender_only = _run(CropSelector(cfg), 30.0, needs=lambda t: frozenset({"gender"}) if t < 25 else frozenset())
+    assert gender_only == [(0.3, "first"), (1.3, "confirm"), (20.0, "uncertain:gender")]
+    long = _run(CropSelector(cfg), 600.0, fps=2)
+    assert len(long) <= 2 + 3 * 10
+
+
+def test_a_markedly_better_crop_is_asked_about_even_when_settled():
+    cfg = CropConfig(first_after_s=0.3, confirm_after_s=1.0, refresh_s=1.5, per_minute=6.0)
+    grows = _run(CropSelector(cfg), 20.0, sizes=lambda t: 40 if t < 12 else 120, needs=lambda t: frozenset())
+    assert grows == [(0.3, "first"), (1.3, "confirm"), (12.0, "better crop")]
 
 
 def test_the_best_crop_since_the_last_request_is_sent():
@@ -109,12 +130,13 @@ def test_the_best_crop_since_the_last_request_is_sent():
     assert len(out) == 1 and out[0].face_px == pytest.approx(120)
 
 
-def test_confident_tracks_stop_and_tiny_faces_are_never_sent():
-    sel = CropSelector(CropConfig(first_after_s=0.0, min_face_px=24))
+def test_settled_tracks_wait_and_tiny_faces_are_never_sent():
+    sel = CropSelector(CropConfig(first_after_s=0.0, confirm_after_s=0.0, min_face_px=24))
     image = _textured()
     assert sel.offer(image, 0.0, [("s:0:1", _person(12))]) == []
     assert len(sel.offer(image, 0.0, [("s:0:2", _person(60))])) == 1
-    sel.mark_confident("s:0:2")
+    assert len(sel.offer(image, 0.1, [("s:0:2", _person(60))])) == 1  # the confirmation
+    sel.set_needs("s:0:2", frozenset())
     assert sel.offer(image, 5.0, [("s:0:2", _person(60))]) == []
 
 

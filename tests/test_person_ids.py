@@ -71,3 +71,38 @@ def test_the_body_holds_the_id_while_the_face_is_turned_away(detectors):
     owned, stray = _ids(walkers, detectors, [(hopper, set(range(0, 30)) | set(range(40, FRAMES)))])
     assert all(len(ids) == 1 for ids in owned.values()) and not stray, (owned, stray)
     assert owned["astronaut"] != owned["hopper"]
+
+
+def test_the_request_policy_asks_at_most_two_plus_three_a_minute_and_keeps_the_labels(detectors, models):
+    """Regression: with one request per 1.5 s (up to 12) a person crossing the frame was asked
+    about every time although the fused answer had settled after the second. On the crossing
+    with a detector dropout, each track now gets at most 2 + 3 per tracked minute, and the
+    labels are those the old, chattier policy gave."""
+    from tracklens.pipeline.config import SpecialistEstimatorConfig
+    from tracklens.pipeline.estimators import build_estimator
+    from tracklens.pipeline.runner import StageSet, StreamAnalyzer
+    from tracklens.pipeline.store import MemoryTrackStore
+
+    walkers = _crossing()
+    frames = compose(walkers, FRAMES)
+    person, face = detectors
+    specialist = build_estimator(SpecialistEstimatorConfig(), models)
+
+    def run(crops: dict) -> dict[str, object]:
+        ended = []
+        blind = DropoutPersonDetector(person, frames, [(walkers[1], set(range(15, 40)))])
+        config = PipelineConfig.model_validate({"stream": "cam", "crops": crops})
+        analyzer = StreamAnalyzer(config, StageSet(blind, face, specialist), MemoryTrackStore(), 10.0, on_track_end=ended.append)
+        for i in range(0, FRAMES, 8):
+            analyzer.process(frames[i : i + 8])
+        analyzer.finish()
+        return {t.track: t for t in ended}
+
+    policy = run({})
+    chatty = run({"confirm_after_s": 1.5, "per_minute": 40.0})  # about the old budget: every 1.5 s until settled
+    assert len(policy) == len(chatty) == 2
+    for key, track in policy.items():
+        minutes = (track.last_seen - track.first_seen) / 60
+        assert 1 <= sum(track.sources.values()) <= 2 + 3 * minutes, (key, track.sources)
+        assert track.gender.label == chatty[key].gender.label and track.expression.label == chatty[key].expression.label
+    assert sum(sum(t.sources.values()) for t in chatty.values()) > sum(sum(t.sources.values()) for t in policy.values())

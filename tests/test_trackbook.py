@@ -123,12 +123,15 @@ def test_a_taken_over_stream_continues_its_tracks_from_the_store():
     assert records["cam:0:2"].version == 1 and records["cam:0:2"].events == ("start",)
 
 
-def test_confidence_is_reported_once_when_it_is_reached():
+def test_each_estimate_reports_what_its_track_is_still_unsure_of():
+    """The request policy asks again only for fields still uncertain: one estimate labels
+    nothing yet; two settle this track (precise, consistent answers)."""
     book, _, _ = _book()
     book.observe([TrackEvent("start", _span("cam:0:1"))])
-    assert book.apply([_est("cam:0:1")]) == []
-    assert book.apply([_est("cam:0:1")]) == ["cam:0:1"]
-    assert book.apply([_est("cam:0:1")]) == []
+    assert book.apply([_est("cam:0:1")]) == {"cam:0:1": frozenset({"age", "gender", "expression"})}
+    assert book.apply([_est("cam:0:1")]) == {"cam:0:1": frozenset()}
+    assert book.apply([_est("cam:0:1")]) == {"cam:0:1": frozenset()}
+    assert book.apply([_est("cam:9:9")]) == {}  # not an open track: nothing to say
 
 
 def test_each_source_is_weighed_by_its_own_typical_error():

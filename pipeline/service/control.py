@@ -220,8 +220,9 @@ class JobResult(_Model):
 
 
 #: The layout of :class:`Snapshot`; a snapshot saved under another one (an older tracklens) is
-#: recognised and not restored: the stream starts afresh, in a new epoch.
-SNAPSHOT_VERSION = 2
+#: recognised and not restored: the stream starts afresh, in a new epoch. Version 3: crop
+#: budgets carry what each track still needs and the quality last asked about.
+SNAPSHOT_VERSION = 3
 
 
 class Snapshot(_Model):
