@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(TORCH)'
-	$(PY) -m pip install -q -e '.[test,mllm,serve]'
+	$(PY) -m pip install -q -e '.[test,mllm,serve,finetune]'
 	$(PY) -m pip install -q --no-deps 'trackeval==1.3.0'
 	touch $@
 
@@ -60,6 +60,7 @@ bench: models system $(SAMPLE)
 	$(PY) bench/face_detectors.py --video $(SAMPLE) --out bench/results/face_detectors.json
 	$(PY) bench/ingest_memory.py --speed --out bench/results/ingest_memory.json
 	$(PY) bench/mllm_gpu.py --out bench/results/mllm_gpu.json
+	$(PY) bench/finetune.py --out bench/results/finetune.json
 	$(PY) bench/service.py --minutes $(BENCH_MINUTES) --out bench/results/service.json
 
 clean:

@@ -6,7 +6,9 @@
     tracklens models tiny-vlm DIR
     tracklens eval MANIFEST --estimator specialist|mllm|routed|both [--config FILE] [--out FILE] [--predictions FILE]
                    [--no-progress]
+    tracklens finetune MANIFEST --config FILE --out DIR [--val MANIFEST] [--resume] [--merge] [--no-progress]
     tracklens sample OUT.mp4
+    tracklens sample-people DIR [--rows N] [--seed N]
     tracklens bench [--out DIR]
 
 Exit statuses: 0 done; 1 done, but something was lost or degraded on the way (a video that
@@ -108,6 +110,26 @@ def _parser(extensions: tuple[Extension, ...] = ()) -> argparse.ArgumentParser:
                     "source and model, valid and why not, how the face was found")  # fmt: skip
     ev.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
 
+    ft = sub.add_parser(
+        "finetune", help="fine-tune the MLLM on labelled people (LoRA or full), with evaluation before and after",
+        description="Train the MLLM of the config's estimator section on a labelled manifest (the same format, crops, "
+        "prompt and answers as eval), evaluate it on the validation rows before and after, and write the adapter (or "
+        "model), a config that uses it (DIR/eval.yaml) and the before/after report (DIR/report.json). Ctrl-C or SIGTERM "
+        "writes a checkpoint first; --resume continues from it.",
+    )  # fmt: skip
+    ft.add_argument("manifest", help="training rows: CSV or JSONL with image, face_box, body_box, age, gender, expression, identity")
+    ft.add_argument("--val", metavar="MANIFEST", help="validation rows (default: held out of MANIFEST, by identity when it has them)")
+    ft.add_argument("--config", required=True, help="YAML config: estimator (an mllm, transformers backend) and finetune sections")
+    ft.add_argument("--out", required=True, metavar="DIR", help="run folder (new or empty; with --resume, the run's)")
+    ft.add_argument("--resume", action="store_true", help="continue the run in DIR from its newest checkpoint")
+    ft.add_argument("--merge", action="store_true", help="also write DIR/merged: the base model with the LoRA adapter merged in")
+    ft.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a terminal)")
+
+    people = sub.add_parser("sample-people", help="write a labelled manifest of drawn people a model can learn (to try finetune)")
+    people.add_argument("out", help="folder for manifest.csv and the images")
+    people.add_argument("--rows", type=int, default=192, help="rows to write (default: 192)")
+    people.add_argument("--seed", type=int, default=0)
+
     sample = sub.add_parser("sample", help="write the demo video (a real photo crossing a real background)")
     sample.add_argument("out", help="output video (.mp4, .mkv, .mov, .m4v)")
     sample.add_argument("--seconds", type=float, default=8.0)
@@ -152,7 +174,11 @@ def main(argv: list[str] | None = None, extensions: tuple[Extension, ...] = ()) 
         signal.signal(sig, _interrupt)
     args = _parser(extensions).parse_args(argv)
     _setup_logging(args.verbose)
-    commands = {"analyze": _analyze, "models": _models, "eval": _eval, "sample": _sample, "bench": _bench}
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        # the model libraries' own bars (loading weights, writing shards) follow ours
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    commands = {"analyze": _analyze, "models": _models, "eval": _eval, "finetune": _finetune, "sample": _sample,
+                "sample-people": _sample_people, "bench": _bench}  # fmt: skip
     for extension in extensions:
         commands[extension.name] = lambda args, extension=extension: extension.run(args, _say)
     try:
@@ -182,7 +208,7 @@ def main(argv: list[str] | None = None, extensions: tuple[Extension, ...] = ()) 
 
 #: Path arguments, by attribute, and how errors name them (a positional ``out`` is ``OUT``).
 _PATH_ARGS = {"video": "the video", "manifest": "the manifest", "config": "--config", "out": "--out",
-              "annotate": "--annotate", "predictions": "--predictions"}  # fmt: skip
+              "annotate": "--annotate", "predictions": "--predictions", "val": "--val"}  # fmt: skip
 #: What the system cannot even look up; anything else (missing, a folder...) is for the
 #: command's own checks, which say more.
 _UNUSABLE_PATH = {errno.ENAMETOOLONG: "file name too long for the file system", errno.ELOOP: "a loop of symbolic links"}
@@ -195,7 +221,7 @@ def _check_path_names(args: argparse.Namespace) -> None:
     Raises:
         InputError: naming the argument and the problem, quoting an excerpt of the path.
     """
-    positional_out = args.command in ("sample", "models")
+    positional_out = args.command in ("sample", "models", "sample-people")
     for attr, what in _PATH_ARGS.items():
         value = getattr(args, attr, None)
         if not isinstance(value, str) or not value:
@@ -276,6 +302,29 @@ def _eval(args: argparse.Namespace) -> int:
     predictions = Path(args.predictions) if args.predictions is not None else None
     progress = not args.no_progress
     return run_eval(args.manifest, args.estimator, args.config, Path(args.out), _say, predictions, progress=progress)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import run_finetune
+
+    progress = not args.no_progress
+    return run_finetune(args.manifest, args.val, args.config, Path(args.out), _say, resume=args.resume, merge=args.merge,
+                        progress=progress)  # fmt: skip
+
+
+def _sample_people(args: argparse.Namespace) -> int:
+    from .finetune.synthetic import write_people
+
+    if args.rows < 2:
+        raise InputError(f"--rows {args.rows}: give at least 2 rows")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"OUT {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError(f"OUT {out} is not empty; give a new or empty folder")
+    manifest = write_people(out, rows=args.rows, seed=args.seed)
+    _say(f"wrote {args.rows} labelled people and {manifest}")
+    return 0
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from .estimators import (
     SpecialistEstimatorConfig,
     TransformersBackendConfig,
 )
+from .finetune import FinetuneConfig, LoraConfig
 from .service import ApiConfig, IngestConfig, MllmPoolConfig, PoolConfig, RouterConfig
 from .stages import (
     AggregationConfig,
@@ -55,9 +56,12 @@ __all__ = [
     "DlibFaceDetectorConfig",
     "EstimatorConfig",
     "FaceScheduleConfig",
+    "FinetuneConfig",
+    "FinetuneRunConfig",
     "HaarFaceDetectorConfig",
     "IngestConfig",
     "LiveSourceConfig",
+    "LoraConfig",
     "MemoryStoreConfig",
     "MllmEstimatorConfig",
     "OpenAIBackendConfig",
@@ -101,6 +105,14 @@ class PipelineConfig(_Section):
     estimator: EstimatorConfig = SpecialistEstimatorConfig()
     aggregation: AggregationConfig = AggregationConfig()
     store: StoreConfig = MemoryStoreConfig()
+
+
+class FinetuneRunConfig(PipelineConfig):
+    """Everything ``tracklens finetune`` needs: the pipeline's crops and face detector (the
+    crops are cut as analysis cuts them), the MLLM to start from (``estimator``: an ``mllm``
+    with the transformers backend) and how to train it (``finetune``)."""
+
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 class PoolsConfig(_Section):

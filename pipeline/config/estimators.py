@@ -32,7 +32,10 @@ class TransformersBackendConfig(_Section):
 
     type: Literal["transformers"] = "transformers"
     model: str = Field(description="hub id (e.g. a LLaVA or Qwen-VL checkpoint) or local folder")
-    model_id: str | None = Field(None, description="name recorded on estimates; default: model")
+    adapter: str | None = Field(
+        None, description="a LoRA adapter folder (tracklens finetune's DIR/adapter) loaded on top of model; needs peft"
+    )
+    model_id: str | None = Field(None, description="name recorded on estimates; default: model, with +adapter when one is set")
     device: str = Field("auto", description="auto (cuda if present), cpu, cuda, cuda:1, ...")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="auto: the checkpoint's own (float32 on a CPU for half-precision checkpoints)"

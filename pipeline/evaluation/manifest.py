@@ -2,7 +2,9 @@
 
 One person per row: ``image`` (path, relative to the manifest), optional ``face_box`` and
 ``body_box`` (``x0 y0 x1 y1`` in pixels, or a JSON list), and any of ``age`` (years),
-``gender`` (``male``/``female``) and ``expression`` (one of the seven classes).
+``gender`` (``male``/``female``) and ``expression`` (one of the seven classes), and optionally
+``identity`` (who the person is: ``tracklens finetune`` keeps one identity's rows on one side
+of its train/validation split; ``eval`` ignores it).
 
 A row that cannot be parsed (a field that is not a number, an unknown label) is an error
 naming the file and line. Whether the image can be read and the boxes lie inside it is
@@ -25,7 +27,9 @@ from ..urls import quoted
 
 __all__ = ["Sample", "load_manifest"]
 
-_FIELDS = {"image", "face_box", "body_box", "age", "gender", "expression"}
+_FIELDS = {"image", "face_box", "body_box", "age", "gender", "expression", "identity"}
+#: Longest identity kept (a name or an id; longer ones are an error, not cut).
+_MAX_IDENTITY = 200
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Sample:
     age: float | None = None
     gender: str | None = None
     expression: str | None = None
+    identity: str | None = None
     where: str = ""
 
 
@@ -80,6 +85,17 @@ def _label(value, name: str, allowed: tuple[str, ...], where: str) -> str | None
     return value
 
 
+def _identity(value, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(f"{where}: identity must be a name or a number, got {quoted(value)}")
+    text = str(value).strip()
+    if len(text) > _MAX_IDENTITY or not text.isprintable():
+        raise InputError(f"{where}: identity must be printable and at most {_MAX_IDENTITY} characters, got {quoted(text)}")
+    return text
+
+
 def _sample(row: dict, root: Path, where: str) -> Sample:
     if not isinstance(row, dict):
         raise InputError(f"{where}: a row must be a JSON object with an image field")
@@ -98,6 +114,7 @@ def _sample(row: dict, root: Path, where: str) -> Sample:
         age=_age(row.get("age"), where),
         gender=_label(row.get("gender"), "gender", ("male", "female"), where),
         expression=_label(row.get("expression"), "expression", EXPRESSIONS, where),
+        identity=_identity(row.get("identity"), where),
         where=where,
     )
 
@@ -111,7 +128,8 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
             with open(path, newline="", encoding="utf-8-sig") as fh:
                 reader = csv.DictReader(fh)
                 if not reader.fieldnames or "image" not in reader.fieldnames:
-                    raise InputError(f"{path}:1: the header needs an image column (image,face_box,body_box,age,gender,expression)")
+                    raise InputError(f"{path}:1: the header needs an image column (image,face_box,body_box,age,gender,expression"
+                                         ",identity)")
                 for n, row in enumerate(reader, start=2):
                     rows.append((f"{path}:{n}", row))
         elif path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -132,12 +150,24 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def load_manifest(path: str | Path) -> list[Sample]:
-    """Rows of a ``.csv`` (with a header) or ``.jsonl`` manifest; errors name the line."""
+def load_manifest(path: str | Path, skipped: list[str] | None = None) -> list[Sample]:
+    """Rows of a ``.csv`` (with a header) or ``.jsonl`` manifest; errors name the line.
+
+    ``skipped``: when given, a row that cannot be parsed (a bad label, a bad box) is left out
+    and its error (``file:line: what is wrong``) appended here, instead of failing the whole
+    manifest. A file that is not a manifest at all still fails.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}" if not path.exists() else f"manifest {path} is not a file")
-    samples = [_sample(row, path.parent, where) for where, row in _rows(path)]
+    samples = []
+    for where, row in _rows(path):
+        try:
+            samples.append(_sample(row, path.parent, where))
+        except InputError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
     if not samples:
-        raise InputError(f"manifest {path} lists no people")
+        raise InputError(f"manifest {path} lists no people" + (f" that can be read; the first: {skipped[0]}" if skipped else ""))
     return samples

@@ -30,7 +30,7 @@ from ..crops import cut_crop
 from ..types import Crop, Detections, Person
 from .manifest import Sample
 
-__all__ = ["FACE_OUTCOMES", "PADDED_MAX_PX", "PAD_GRAY", "PAD_SHARE", "FoundFace", "RowCrop", "build_crops", "find_face"]
+__all__ = ["FACE_OUTCOMES", "PADDED_MAX_PX", "PAD_GRAY", "PAD_SHARE", "FoundFace", "RowCrop", "build_crops", "find_face", "recut"]
 
 FACE_OUTCOMES: tuple[str, ...] = ("face_given", "face_detected", "face_detected_padded", "face_unreadable", "no_face")
 
@@ -200,3 +200,20 @@ def build_crops(samples: list[Sample], face_detector, crop_cfg: CropConfig, star
             continue
         out.append(_prepare(image, start + i, sample, face_detector, crop_cfg))
     return out
+
+
+def recut(sample: Sample, row: RowCrop, index: int, crop_cfg: CropConfig) -> Crop:
+    """The crop :func:`build_crops` made for ``sample`` (``row``, at ``index`` in the
+    manifest), cut again from its image with the face it found: the same crop, for passes over
+    more rows than fit in memory as crops (fine-tuning reads each row once per epoch).
+
+    Raises:
+        ValueError: the row is invalid, or its image can no longer be read.
+    """
+    if row.crop is None and row.face is None:
+        raise ValueError(f"row {index} is invalid: {row.invalid}")
+    image = _load_rgb(sample.image)
+    h, w = image.shape[:2]
+    body = sample.body_box if sample.body_box is not None else np.array([0, 0, w, h], np.float32)
+    face = None if row.face in ("face_unreadable", "no_face") else row.found
+    return _cut(image, index, body, face, crop_cfg)

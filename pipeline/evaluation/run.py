@@ -13,7 +13,8 @@ from ..errors import ConfigError, InputError, OutputError
 from .harness import run_estimators, summarize
 from .prepare import build_crops
 
-__all__ = ["CHUNK_ROWS", "check_predictions_path", "estimator_configs", "run_eval"]
+__all__ = ["CHUNK_ROWS", "check_predictions_path", "estimate_in_chunks", "estimator_configs", "report_document", "run_eval",
+           "write_atomic"]
 
 
 def estimator_configs(estimator, which: str) -> dict:
@@ -71,7 +72,17 @@ def check_predictions_path(path: Path, manifest: Path, out: Path) -> Path:
     return check_output_folder(path.parent, path.name, flag="--predictions")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def report_document(manifest, predictions: Path | None, partial: dict | None, reports: dict) -> dict:
+    """The JSON document ``tracklens eval --out`` writes."""
+    return {
+        "manifest": str(manifest),
+        "predictions": None if predictions is None else str(predictions),
+        "partial": partial,
+        "estimators": reports,
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` by way of ``path.partial`` and a rename: never half a file under
     the final name."""
     staged = path.with_name(path.name + ".partial")
@@ -131,7 +142,7 @@ def run_eval(
         detector = _owned(owned, build_detector(config.detection.face, models))
         estimators = {name: _owned(owned, build_estimator(cfg, models)) for name, cfg in configs.items()}
         with StopSignals() as signals:  # from here on, a signal stops between chunks and keeps what was done
-            rows, estimates, seconds = _evaluate(samples, detector, estimators, config.crops, signals.event, progress)
+            rows, estimates, seconds = estimate_in_chunks(samples, detector, estimators, config.crops, signals.event, progress)
     done = samples[: len(rows)]
     invalid = [(s, r.invalid) for s, r in zip(done, rows) if r.crop is None]
     partial = len(rows) < len(samples)
@@ -144,16 +155,11 @@ def run_eval(
         stopped = {"rows_evaluated": len(rows), "rows_in_manifest": len(samples), "stopped_by": signals.name}
         print(f"PARTIAL: the first {len(rows)} of {len(samples)} rows (stopped by {signals.name})\n")
     print(format_report(result.reports))
-    document = {
-        "manifest": str(manifest),
-        "predictions": None if predictions is None else str(predictions),
-        "partial": stopped,
-        "estimators": result.reports,
-    }
-    _write_atomic(out, json.dumps(document, indent=2) + "\n")
+    document = report_document(manifest, predictions, stopped, result.reports)
+    write_atomic(out, json.dumps(document, indent=2) + "\n")
     if predictions is not None:
         written = prediction_rows(done, rows, result.estimates, min_face_px)
-        _write_atomic(predictions, format_predictions(written, predictions.suffix))
+        write_atomic(predictions, format_predictions(written, predictions.suffix))
     _warn(result.reports, rows, invalid, out, predictions, say)
     wrote = f"{out} and {predictions}" if predictions is not None else str(out)
     people = f"{len(rows)} of {len(samples)} people" if partial else f"{len(samples)} people"
@@ -166,7 +172,7 @@ def run_eval(
     return signals.exit_status
 
 
-def _evaluate(samples: list, detector, estimators: dict, crop_cfg, stop, progress: bool) -> tuple[list, dict, Counter]:
+def estimate_in_chunks(samples: list, detector, estimators: dict, crop_cfg, stop, progress: bool, desc: str = "eval") -> tuple[list, dict, Counter]:
     """The prepared rows, their estimates per estimator and the seconds each estimator took
     (as :func:`.harness.run_estimators` gives them), :data:`CHUNK_ROWS` rows at a time until
     the end or until ``stop`` (a ``threading.Event``) is set."""
@@ -180,7 +186,7 @@ def _evaluate(samples: list, detector, estimators: dict, crop_cfg, stop, progres
     seconds: Counter = Counter({name: 0.0 for name in estimators})
     # disable=None: a bar only on a terminal, so logs and pipes get no carriage-return noise
     disable = None if progress else True
-    bar = tqdm(total=len(samples), unit="row", desc="eval", disable=disable, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(samples), unit="row", desc=desc, disable=disable, file=sys.stderr, dynamic_ncols=True)
     try:
         with logging_redirect_tqdm():  # warnings (an MLLM endpoint retrying) print above the bar
             for start in range(0, len(samples), CHUNK_ROWS):

@@ -78,7 +78,7 @@ class Engine:
         self._eager = getattr(model.config, "_attn_implementation", "sdpa") == "eager"
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._keep_logits = "logits_to_keep" in params
+        self.keeps_logits = "logits_to_keep" in params  # the forward can compute the last logits only
 
     @property
     def mrope(self) -> bool:
@@ -102,7 +102,7 @@ class Engine:
         from transformers import DynamicCache
 
         positions = self.prompt_positions(batch)
-        extra = {"logits_to_keep": 1} if self._keep_logits else {}
+        extra = {"logits_to_keep": 1} if self.keeps_logits else {}
         # A cache built without the config keeps every position on every layer: a sliding-
         # window layer's own cache would evict prompt tokens as tree tokens are appended, and
         # which tokens a query may see is the masks' business here (by position, see feed).
@@ -143,7 +143,7 @@ class Engine:
         else:
             masks = self._mask(keys)
         positions = query_pos[None].expand(3, -1, -1) if self.mrope else query_pos
-        extra = {"logits_to_keep": 1} if last_only and self._keep_logits else {}
+        extra = {"logits_to_keep": 1} if last_only and self.keeps_logits else {}
         out = self.model(input_ids=tokens.to(self.device), attention_mask=masks, position_ids=positions, use_cache=True,
                          **{self._cache_kw: state.cache}, **extra)  # fmt: skip (the cache grows in place)
         state.keep = torch.cat([state.keep, torch.zeros(rows, width, dtype=torch.bool, device=self.device)], dim=-1)

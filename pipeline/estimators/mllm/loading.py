@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ...errors import ModelError
 
-__all__ = ["check_source", "image_only", "load_model", "load_processor"]
+__all__ = ["check_adapter", "check_source", "image_only", "load_adapter", "load_model", "load_processor", "quiet_peft"]
 
 
 def image_only(processor_cls: type) -> type:
@@ -145,6 +147,55 @@ def load_model(model: str, dtype: str, device, local_files_only: bool):
     if dtype == "auto" and device.type == "cpu" and loaded.dtype in (torch.float16, torch.bfloat16):
         loaded = loaded.float()
     return loaded.eval()
+
+
+@contextmanager
+def quiet_peft():
+    """peft reads a transformers attribute that warns of its own deprecation (``FutureWarning:
+    is_gradient_checkpointing``): a library's note to itself, not to a user's terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def check_adapter(adapter: str) -> None:
+    """What can be checked of an adapter before its base model loads: peft is installed, and
+    an adapter named by a path is a folder with an ``adapter_config.json``.
+
+    Raises:
+        ModelError: it cannot be loaded.
+    """
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ModelError(f"the adapter {adapter!r} needs peft: install tracklens with the [finetune] extra "
+                         "(pip install 'tracklens[finetune]')") from None  # fmt: skip
+    path = Path(adapter).expanduser()
+    if path.exists() and not (path / "adapter_config.json").is_file():
+        raise ModelError(f"cannot load the adapter {adapter!r}: no adapter_config.json in it (give tracklens finetune's DIR/adapter)")
+    if not path.exists() and (path.is_absolute() or adapter.startswith((".", "~"))):
+        raise ModelError(f"cannot load the adapter {adapter!r}: no such folder")
+
+
+def load_adapter(model, adapter: str, local_files_only: bool):
+    """``model`` with the LoRA adapter ``adapter`` (a folder ``tracklens finetune`` wrote, or
+    a hub id) injected into its layers, in eval mode. The adapter stays a separate low-rank
+    path (not merged), so the model answers exactly as the trained one did.
+
+    Raises:
+        ModelError: peft is missing, or the adapter cannot be loaded onto this model.
+    """
+    check_adapter(adapter)
+    from peft import PeftModel
+
+    try:
+        with quiet_peft():
+            wrapped = PeftModel.from_pretrained(model, adapter, is_trainable=False, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"cannot load the adapter {adapter!r} onto this model: {_first_line(err)}") from None
+    # The adapter's layers now sit inside the model's own modules: the model itself answers
+    # with them, and keeps the forward signature the engine reads.
+    return wrapped.get_base_model().eval()
 
 
 def _first_line(err: Exception) -> str:

@@ -29,11 +29,11 @@ from ...errors import ModelError
 from ...types import EXPRESSIONS
 from .base import BackendFailure, MllmBackend, MllmRequest, ScoredAnswer
 from .context import Engine, PromptState
-from .loading import load_model, load_processor
+from .loading import check_adapter, load_adapter, load_model, load_processor
 from .schema import AGES
 from .trie import SLOTS, AnswerTrie, Node, encoder_in_context
 
-__all__ = ["TransformersBackend", "render_prompt"]
+__all__ = ["TransformersBackend", "image_options", "render_prompt"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,24 @@ def _fold_system(messages: list[dict]) -> list[dict]:
     return [{**first, "content": content}, *rest]
 
 
+def image_options(processor, config: TransformersBackendConfig) -> dict:
+    """Processor options that bound the image tokens of a crop (``max_image_pixels``,
+    ``image_splitting``): never above the checkpoint's own limits."""
+    images = processor.image_processor
+    options = {}
+    cap = config.max_image_pixels
+    size = getattr(images, "size", None)
+    longest, shortest = _size_field(size, "longest_edge"), _size_field(size, "shortest_edge")
+    if cap and hasattr(images, "merge_size") and longest:
+        # Qwen-VL: ``size`` holds pixel counts, the fewest and the most an image may keep
+        options["size"] = {"shortest_edge": min(shortest or 0, cap), "longest_edge": min(longest, cap)}
+    if hasattr(images, "do_image_splitting"):
+        options["do_image_splitting"] = config.image_splitting
+    if hasattr(images, "do_pan_and_scan"):
+        options["do_pan_and_scan"] = config.image_splitting
+    return options
+
+
 class _OutOfMemory(Exception):
     pass
 
@@ -86,8 +104,12 @@ class TransformersBackend(MllmBackend):
         self.config = config
         self.device = torch.device(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         if loaded is None:
+            if config.adapter is not None:
+                check_adapter(config.adapter)  # before minutes of loading the base model
             self.processor = load_processor(config.model, config.local_files_only)
             self.model = load_model(config.model, config.dtype, self.device, config.local_files_only)
+            if config.adapter is not None:
+                self.model = load_adapter(self.model, config.adapter, config.local_files_only)
         else:
             self.model, self.processor = loaded
         self.dtype = self.model.dtype
@@ -95,13 +117,13 @@ class TransformersBackend(MllmBackend):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model_id = config.model_id or str(config.model)
+        self.model_id = config.model_id or str(config.model) + (f"+{config.adapter}" if config.adapter else "")
         self.engine_problem = Engine.problem(self.model)
         self.engine = Engine(self.model) if self.engine_problem is None else None
         self.healthy = True
         context = render_prompt(self.processor, [{"role": "user", "content": [{"type": "text", "text": "?"}]}])
         self.trie = AnswerTrie(encoder_in_context(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], context))
-        self._image_options = self._image_budget()
+        self._image_options = image_options(self.processor, config)
 
     def start(self) -> None:
         if self.config.warmup:
@@ -125,23 +147,6 @@ class TransformersBackend(MllmBackend):
         answer = self.generate([request], constrained=self.engine is not None)[0]
         if isinstance(answer, BackendFailure):
             raise ModelError(f"MLLM {self.model_id!r} cannot answer a warm-up request: {answer.reason}")
-
-    def _image_budget(self) -> dict:
-        """Processor options that bound the image tokens of a crop (see the config): never
-        above the checkpoint's own limits."""
-        images = self.processor.image_processor
-        options = {}
-        cap = self.config.max_image_pixels
-        size = getattr(images, "size", None)
-        longest, shortest = _size_field(size, "longest_edge"), _size_field(size, "shortest_edge")
-        if cap and hasattr(images, "merge_size") and longest:
-            # Qwen-VL: ``size`` holds pixel counts, the fewest and the most an image may keep
-            options["size"] = {"shortest_edge": min(shortest or 0, cap), "longest_edge": min(longest, cap)}
-        if hasattr(images, "do_image_splitting"):
-            options["do_image_splitting"] = self.config.image_splitting
-        if hasattr(images, "do_pan_and_scan"):
-            options["do_pan_and_scan"] = self.config.image_splitting
-        return options
 
     # -- inputs -------------------------------------------------------------------------------
 
