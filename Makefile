@@ -24,12 +24,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# System packages the integration tests need: a real redis-server, and GStreamer's RTSP server
-# (driven by Debian's python3, where gi lives) for a real camera.
+# System packages the integration tests need: a real redis-server, GStreamer's RTSP server
+# (driven by Debian's python3, where gi lives) for a real camera, and Debian's Chromium with a
+# font for the console's browser tests (Playwright drives it; no browser download).
 SYSTEM_PACKAGES := redis-server python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly chromium fonts-dejavu-core
 system:
-	@{ command -v redis-server >/dev/null && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; } || { \
+	@{ command -v redis-server >/dev/null && command -v chromium >/dev/null && /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" 2>/dev/null; } || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
 	  else echo "the tests need: sudo apt-get install $(SYSTEM_PACKAGES)" >&2; exit 1; fi; }
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AgeSummary", "ExpressionSummary", "GenderSummary", "TrackSummary"]
+__all__ = ["AgeSummary", "EstimatePoint", "ExpressionSummary", "GenderSummary", "TrackSummary"]
 
 Expression = Literal["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 
@@ -71,3 +71,39 @@ class TrackSummary(_Part):
     @property
     def ended(self) -> bool:
         return self.state == "ended"
+
+
+class EstimatePoint(_Part):
+    """One estimate as a track's history keeps it (``GET /v1/tracks/{key}/estimates``): when,
+    from which source and model, and what it said; ``valid=False`` with its ``reason`` for a
+    refusal or an off-format answer, which was not fused."""
+
+    time: float = Field(description="time of the frame the crop came from (seconds of the stream)")
+    source: str
+    model: str
+    valid: bool = True
+    reason: str | None = None
+    age: float | None = None
+    age_std: float | None = None
+    p_female: float | None = None
+    expression: Expression | None = Field(None, description="the most likely expression")
+    expression_p: float | None = Field(None, description="its probability")
+
+    @classmethod
+    def of(cls, estimate) -> EstimatePoint:
+        """The point of an :class:`~tracklens.pipeline.types.Estimate`."""
+        from .types import EXPRESSIONS
+
+        expression = expression_p = None
+        if estimate.expression is not None:
+            best = max(range(len(EXPRESSIONS)), key=lambda i: estimate.expression[i])
+            expression, expression_p = EXPRESSIONS[best], round(float(estimate.expression[best]), 4)
+        return cls(
+            time=round(float(estimate.time), 3), source=estimate.source, model=estimate.model, valid=estimate.valid,
+            reason=estimate.reason, age=_rounded(estimate.age, 2), age_std=_rounded(estimate.age_std, 2),
+            p_female=_rounded(estimate.p_female, 4), expression=expression, expression_p=expression_p,
+        )  # fmt: skip
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)

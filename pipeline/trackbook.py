@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .aggregation import TrackAggregate, fuse, summarize, uncertain_fields
 from .config import AggregationConfig
 from .store import TrackRecord, TrackStore
-from .summary import TrackSummary
+from .summary import EstimatePoint, TrackSummary
 from .types import Crop, Estimate, TrackEvent, TrackSpan
 
 __all__ = ["BookStats", "TrackBook"]
@@ -56,6 +56,7 @@ class _Entry:
     agg: TrackAggregate = field(default_factory=TrackAggregate)
     version: int = 0
     events: list[str] = field(default_factory=list)
+    points: list[EstimatePoint] = field(default_factory=list)
     changed: bool = True
     ended: bool = False
     outstanding: int = 0
@@ -148,6 +149,7 @@ class TrackBook:
                 continue
             entry.outstanding = max(0, entry.outstanding - 1)
             entry.agg = fuse(entry.agg, est, self.config)
+            entry.points.append(EstimatePoint.of(est))
             entry.changed = True
             if "estimate" not in entry.events:
                 entry.events.append("estimate")
@@ -164,7 +166,8 @@ class TrackBook:
             return
         agg = fuse(TrackAggregate.from_dict(record.state), est, self.config)
         summary = TrackSummary.model_validate({**record.summary.model_dump(), **summarize(agg, self.config)})
-        self.store.put([TrackRecord(record.key, record.stream, record.version + 1, summary, agg.to_dict(), ("estimate",))])
+        self.store.put([TrackRecord(record.key, record.stream, record.version + 1, summary, agg.to_dict(), ("estimate",),
+                                    estimates=(EstimatePoint.of(est),))])  # fmt: skip
         self.stats.late += 1
         self.stats.writes += 1
 
@@ -181,8 +184,9 @@ class TrackBook:
             entry.version += 1
             events = entry.events + (["end"] if release else [])
             summary = self._summary(entry, ended=release)
-            records.append(TrackRecord(key, self.stream, entry.version, summary, entry.agg.to_dict(), tuple(events)))
-            entry.events, entry.changed = [], False
+            records.append(TrackRecord(key, self.stream, entry.version, summary, entry.agg.to_dict(), tuple(events),
+                                       estimates=tuple(entry.points)))  # fmt: skip
+            entry.events, entry.points, entry.changed = [], [], False
             if release:
                 self.stats.ends_timed_out += entry.outstanding > 0
                 del self._entries[key]

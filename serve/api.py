@@ -2,7 +2,9 @@
 
 Built by :func:`make_api` (tested with FastAPI's TestClient, no Ray), served by the ``Api``
 deployment on Ray Serve's proxy. It answers from Redis only: desired streams and jobs, their
-statuses, tracks, events; it never calls the replica that owns a stream. Every error is JSON
+statuses, tracks, events, demographics, live previews; it never calls the replica that owns a
+stream. It also serves the console (:mod:`.console`): static files, open without the key, whose
+pages fetch everything else with it. Every error is JSON
 ``{"error": "..."}``: validation 422, unknown id 404, a name already taken 409, a finished job
 cancelled 409, a body over the limit 413, overload or an unreachable store 503 with
 ``Retry-After``, a missing or wrong API key 401 (checked before anything else, see
@@ -12,7 +14,9 @@ cancelled 409, a body over the limit 413, overload or an unreachable store 503 w
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 from urllib.parse import urlsplit
@@ -23,13 +27,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from tracklens.pipeline.config import ServeConfig, check_stream_id
+from tracklens.pipeline.demographics import BUCKETS_S, BucketCounts, bucket_starts
 from tracklens.pipeline.errors import InputError, StoreError
 from tracklens.pipeline.service.admission import admit_job_path, admit_stream_url
 from tracklens.pipeline.service.control import ControlPlane, StreamOptions, StreamSpec, StreamStatus, new_id
 from tracklens.pipeline.store import TrackStore
-from tracklens.pipeline.summary import TrackSummary
+from tracklens.pipeline.summary import EstimatePoint, TrackSummary
 from tracklens.pipeline.urls import MAX_URL_CHARS, excerpt, quoted
 
+from .console import ConsoleFiles
 from .guard import RequestGuard
 from .metrics import render_metrics
 
@@ -65,7 +71,9 @@ def make_api(
     """The API over ``control`` and ``store``; ``api_key`` None leaves it open; ``health``
     adds to ``/healthz`` what only the deployment knows (estimators, ingest replicas)."""
     app = FastAPI(title="tracklens", description="People tracked on live streams and files: age, gender, expression")
-    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=config.api.max_body_bytes, open_paths=frozenset({"/healthz"}))
+    console = ConsoleFiles()
+    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=config.api.max_body_bytes,
+                       open_paths=frozenset({"/healthz", *console.paths}))  # fmt: skip
     retry = config.api.retry_after_s
     capacity = config.ingest.replicas * config.ingest.max_streams
 
@@ -143,11 +151,71 @@ def make_api(
         stream_id: str,
         state: Literal["active", "ended"] | None = Query(None),
         since: float | None = Query(None, description="only tracks seen at or after this time (seconds)"),
+        limit: int | None = Query(None, ge=1, le=10_000, description="only the newest N of the tracks that match (by first seen)"),
     ) -> list[TrackSummary]:
-        tracks = store.tracks(stream_id)
-        if not tracks and control.spec(stream_id) is None:
+        if state == "active":
+            tracks = store.active(stream_id)  # their own index: the ended ones are not read
+        else:
+            tracks = store.tracks(stream_id, newest=limit if state is None and since is None else None)
+        if not tracks and control.spec(stream_id) is None and not store.tracks(stream_id, newest=1):
             raise HTTPException(404, f"no stream {quoted(stream_id)}")
-        return [t for t in tracks if (state is None or t.state == state) and (since is None or t.last_seen >= since)]
+        tracks = [t for t in tracks if (state is None or t.state == state) and (since is None or t.last_seen >= since)]
+        return tracks[-limit:] if limit else tracks
+
+    @app.get("/v1/streams/{stream_id}/stats")
+    def stream_stats(
+        stream_id: str,
+        bucket: Literal["15m", "1h", "1d"] = Query("1h", description="bucket size; buckets are aligned on multiples of it (UTC days)"),
+        start: float | None = Query(None, alias="from", description="seconds (Unix time on live streams); default: `to` minus 12 buckets"),
+        to: float | None = Query(None, description="seconds; default: now"),
+    ) -> dict:
+        """People per bucket (the bucket of their first sighting) by gender, age band and
+        expression; ended tracks as they were finally fused, active ones with their labels so
+        far; labels not known yet count as ``unknown``."""
+        size = BUCKETS_S[bucket]
+        for name, value in (("from", start), ("to", to)):
+            if value is not None and not math.isfinite(value):
+                raise HTTPException(422, f"{name}: must be a finite number of seconds")
+        end = time.time() if to is None else to
+        begin = end - _DEFAULT_BUCKETS * size if start is None else start
+        if begin >= end:
+            raise HTTPException(422, "from: must be before to")
+        n = len(bucket_starts(size, begin, end))
+        if n > _MAX_BUCKETS:
+            raise HTTPException(422, f"from..to spans {n} buckets of {bucket}; at most {_MAX_BUCKETS} (choose a larger bucket)")
+        _known_stream(stream_id)
+        buckets = store.demographics(stream_id, size, begin, end)
+        total = BucketCounts(start=buckets[0].start if buckets else 0)
+        for b in buckets:
+            total.merge(b)
+        return {"stream": stream_id, "bucket": bucket, "bucket_s": size, "from": begin, "to": end,
+                "buckets": [b.model_dump() for b in buckets], "total": total.model_dump(exclude={"start"})}  # fmt: skip
+
+    def _known_stream(stream_id: str) -> None:
+        """A stream (or job) that runs, or whose tracks are still on record; else 404."""
+        try:
+            check_stream_id(stream_id)
+        except ValueError:
+            raise HTTPException(404, f"no stream {quoted(stream_id)}") from None
+        if control.spec(stream_id) is None and control.job(stream_id) is None and not store.tracks(stream_id, newest=1):
+            raise HTTPException(404, f"no stream {quoted(stream_id)}")
+
+    @app.get("/v1/streams/{stream_id}/preview.jpg")
+    def stream_preview(stream_id: str) -> Response:
+        """The stream's latest analysed frame with its people drawn (JPEG, at most
+        ``ingest.preview_width_px`` wide). Asking marks the stream watched for
+        ``ingest.preview_watch_s``; its ingest worker renders previews only meanwhile, so the
+        first request after a pause gets 503 with ``Retry-After: 1``."""
+        if not config.ingest.previews:
+            raise HTTPException(404, "live previews are switched off on this service (ingest.previews: false)")
+        spec = _stream(stream_id)
+        jpeg = control.watch(stream_id, config.ingest.preview_watch_s)
+        if jpeg is None:
+            status = control.status(spec.id, spec.generation)
+            state = status.state if status else "pending"
+            raise HTTPException(503, f"no preview of stream {quoted(stream_id)} yet ({state}): one is rendered while someone "
+                                     "watches; ask again in a second", {"Retry-After": "1"})  # fmt: skip
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/tracks/{key}")
     def get_track(key: str) -> TrackSummary:
@@ -155,6 +223,14 @@ def make_api(
         if summary is None:
             raise HTTPException(404, f"no track {quoted(key)} (unknown, or expired after its retention)")
         return summary
+
+    @app.get("/v1/tracks/{key}/estimates")
+    def track_estimates(key: str) -> list[EstimatePoint]:
+        """The track's latest estimates (``store.estimates_kept``), oldest first: when, from
+        which source and model, what each said."""
+        if store.get(key) is None:
+            raise HTTPException(404, f"no track {quoted(key)} (unknown, or expired after its retention)")
+        return store.estimates(key)
 
     @app.get("/v1/tracks/{key}/face.jpg")
     def get_face(key: str) -> Response:
@@ -208,6 +284,16 @@ def make_api(
             raise HTTPException(404, f"no job {quoted(job_id)}")
         return _job_view(spec)
 
+    @app.get("/v1/jobs/{job_id}/tracks.jsonl")
+    def job_tracks(job_id: str) -> Response:
+        """The job's ended tracks as ``tracks.jsonl`` (one summary per line, by first seen),
+        those so far while it runs."""
+        if control.job(job_id) is None:
+            raise HTTPException(404, f"no job {quoted(job_id)}")
+        body = "".join(t.model_dump_json() + "\n" for t in store.tracks(job_id) if t.ended)
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"Content-Disposition": f'attachment; filename="{job_id}-tracks.jsonl"'})  # fmt: skip
+
     @app.delete("/v1/jobs/{job_id}", status_code=202)
     def cancel_job(job_id: str) -> dict:
         """Cancel a pending or running job: its worker stops before its next frames, ends and
@@ -219,6 +305,17 @@ def make_api(
             result = control.result(job_id)
             raise HTTPException(409, f"job {quoted(job_id)} has already ended ({result.state if result else 'ending'})")
         return _job_view(spec)
+
+    @app.get("/v1/console")
+    def console_settings() -> dict:
+        """What the console shows and how: previews and face crops on or off, the bucket sizes,
+        where job files may come from."""
+        ingest = config.ingest
+        return {"previews": ingest.previews, "preview_fps": ingest.preview_fps, "face_crops": ingest.store_face_crops,
+                "buckets": list(BUCKETS_S), "file_roots": [str(p) for p in config.api.file_roots],
+                "schemes": list(config.api.schemes)}  # fmt: skip
+
+    console.mount(app)
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -235,6 +332,10 @@ def make_api(
 
     return app
 
+
+#: Demographics: buckets answered by default (before ``to``), and at most.
+_DEFAULT_BUCKETS = 12
+_MAX_BUCKETS = 2000
 
 #: A Redis stream id as ``since`` or ``Last-Event-ID``: ``0``, ``$``, ``MS`` or ``MS-SEQ``.
 _EVENT_ID = re.compile(r"\$|\d{1,19}(?:-\d{1,19})?")

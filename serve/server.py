@@ -95,7 +95,7 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
         ray.serve.run(build_app(config), name="tracklens", route_prefix="/", blocking=False, logging_config=quiet)
         say(
             f"tracklens: serving on http://{config.api.host}:{config.api.port} (Redis {shown_url}; estimators: "
-            f"{estimators_label(config)}); Ctrl-C or SIGTERM stops it"
+            f"{estimators_label(config)}); the console: http://{config.api.host}:{config.api.port}/ in a browser; Ctrl-C or SIGTERM stops it"
         )
         with stop_signals() as signals:
             signals.event.wait()

@@ -161,8 +161,8 @@ API_KEY = "k3y-for-tests"
 @pytest.fixture()
 def api_app(redis_url, tmp_path):
     """Builds the HTTP API without Ray (FastAPI app, key :data:`API_KEY`) over the session's
-    redis-server, under a fresh prefix: ``api_app(max_streams=8)`` gives ``(app, control,
-    store, videos)``, ``videos`` being its only file root (one ingest replica)."""
+    redis-server, under a fresh prefix: ``api_app(max_streams=8, **ingest_settings)`` gives
+    ``(app, control, store, videos)``, ``videos`` being its only file root (one ingest replica)."""
     import uuid
 
     from tracklens.pipeline.config import ServeConfig
@@ -172,11 +172,11 @@ def api_app(redis_url, tmp_path):
 
     opened = []
 
-    def build(max_streams: int = 8):
+    def build(max_streams: int = 8, **ingest):
         videos = tmp_path / "videos"
         videos.mkdir(exist_ok=True)
         config = ServeConfig.model_validate({"store": {"url": redis_url, "prefix": f"t{uuid.uuid4().hex[:6]}"},
-                                             "ingest": {"max_streams": max_streams}, "api": {"file_roots": [str(videos)]}})  # fmt: skip
+                                             "ingest": {"max_streams": max_streams, **ingest}, "api": {"file_roots": [str(videos)]}})  # fmt: skip
         control, store = ControlPlane.from_config(config.store), build_store(config.store)
         opened.extend((store, control))
         return make_api(config, control, store, API_KEY, lambda: {"estimators": "specialist only"}), control, store, videos

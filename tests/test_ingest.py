@@ -10,6 +10,7 @@ import uuid
 import pytest
 from conftest import RtspCamera, wait_until
 from tracklens.pipeline.config import ServeConfig
+from tracklens.pipeline.demographics import count
 from tracklens.pipeline.service.control import ControlPlane, Snapshot, StreamSpec
 from tracklens.pipeline.service.ingest import IngestNode
 from tracklens.pipeline.store import TrackRecord
@@ -110,7 +111,12 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
         assert {t.track.split(":")[1] for t in store.tracks("hall")} == {"0"}  # one epoch: no restart from scratch
         control.remove("hall")
         wait_until(lambda: "hall" not in b.workers)
-        assert all(t.state == "ended" for t in store.tracks("hall"))
+        tracks = store.tracks("hall")
+        assert all(t.state == "ended" for t in tracks)
+        # demographics: every track counted once, with its final labels, whichever owner ended it
+        span = (min(t.first_seen for t in tracks) - 1, max(t.first_seen for t in tracks) + 1)
+        counted = store.demographics("hall", 900, *span)
+        assert sum(b.people for b in counted) == len(tracks) and counted == count(tracks, 900, *span)
     finally:
         camera.stop()
 

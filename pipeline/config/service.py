@@ -31,6 +31,11 @@ class IngestConfig(_Section):
     end_grace_s: float = Field(30.0, gt=0, description="longest wait for a track's outstanding estimates once it ended")
     estimate_timeout_s: float = Field(60.0, gt=0, description="a crop batch unanswered for this long is given up")
     store_face_crops: bool = Field(False, description="keep each track's best face crop (JPEG) in Redis, with the track's TTL")
+    previews: bool = Field(True, description="live previews for the console while someone watches; false: never render a frame")
+    preview_width_px: int = Field(640, ge=64, le=3840, description="preview width at most (the frame's aspect ratio is kept)")
+    preview_fps: float = Field(2.0, gt=0, le=10, description="previews rendered per second while watched")
+    preview_watch_s: float = Field(5.0, gt=0, le=60, description="a viewer's request keeps previews coming this long; "
+                                   "the latest preview expires after it too")  # fmt: skip
 
     @field_validator("renew_s")
     @classmethod

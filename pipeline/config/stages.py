@@ -141,6 +141,8 @@ class RedisStoreConfig(_Section):
     prefix: str = Field("tl", min_length=1)
     ended_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="retention of ended tracks")
     events_maxlen: int = Field(100_000, ge=1)
+    stats_ttl_s: int = Field(400 * 24 * 3600, ge=1, description="retention of the demographic counts per time bucket")
+    estimates_kept: int = Field(100, ge=1, le=10_000, description="latest estimates kept per track (its history)")
     timeout_s: float = Field(3.0, gt=0, description="connect and read timeout of one call")
     max_pending_tracks: int = Field(100_000, ge=1, description="tracks buffered at most during an outage")
     retry_s: float = Field(0.25, gt=0, description="first retry delay after a failed write; doubles")

@@ -31,6 +31,8 @@ Keys, under the store's prefix (default ``tl``)::
     tl:ctl:snapshot:{id}        string Snapshot JSON: generation, token, perception state
     tl:ctl:result:{id}          string JobResult JSON
     tl:ctl:face:{track}         string JPEG of a track's best face (only if switched on; expires)
+    tl:ctl:watch:{id}           string: someone watches the stream's preview (expires after ingest.preview_watch_s)
+    tl:ctl:preview:{id}         string JPEG: the latest preview (expires after ingest.preview_watch_s)
     tl:ctl:metrics              hash  counters (crops routed per source, latency buckets)
     tl:ctl:inflight             hash  ingest replica -> its crops in the MLLM pool now
     tl:ctl:latency              list  recent frame -> estimate latencies, newest first
@@ -351,7 +353,7 @@ class ControlPlane:
     def forget(self, stream_id: str, token: int) -> None:
         """A deleted stream's owner is done: drop its lease, status and snapshot (only if
         ``token`` still holds it)."""
-        keys = [self._k("fence", stream_id), *(self._k(part, stream_id) for part in ("lease", "status", "snapshot"))]
+        keys = [self._k("fence", stream_id), *(self._k(part, stream_id) for part in ("lease", "status", "snapshot", "preview"))]
         self._call(self._release, keys=keys, args=[token])
 
     def owner(self, stream_id: str) -> str | None:
@@ -429,6 +431,27 @@ class ControlPlane:
 
     def face(self, track: str) -> bytes | None:
         return self._call(self.client.get, f"{self._p}:face:{track}")
+
+    # -- live previews (rendered only while someone watches; never kept longer) ------------------
+
+    def watch(self, stream_id: str, watch_s: float) -> bytes | None:
+        """A viewer asks for a stream's preview: the stream is marked watched for ``watch_s``
+        (its owner renders previews meanwhile); returns the latest preview, None before the
+        first one."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self._k("watch", stream_id), b"1", px=max(1, int(watch_s * 1000)))
+        pipe.get(self._k("preview", stream_id))
+        return self._call(pipe.execute)[1]
+
+    def watched(self, stream_id: str) -> bool:
+        """Whether a viewer asked for the stream's preview within the last ``watch_s``."""
+        return bool(self._call(self.client.exists, self._k("watch", stream_id)))
+
+    def save_preview(self, stream_id: str, jpeg: bytes, ttl_s: float, token: int) -> bool:
+        """An owner's latest preview, kept ``ttl_s``; False (nothing written) once another owner
+        has the stream."""
+        keys = [self._k("fence", stream_id), self._k("preview", stream_id)]
+        return bool(self._call(self._fenced_set, keys=keys, args=[token, jpeg, max(1, int(ttl_s * 1000))]))
 
     # -- metrics --------------------------------------------------------------------------------
 

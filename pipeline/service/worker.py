@@ -26,7 +26,7 @@ from ..perception import Perception
 from ..sources import FileSource, LiveSource, file_path, probe
 from ..store import FencedStore, TrackRecord, TrackStore
 from ..trackbook import TrackBook
-from ..types import Crop, Estimate, Frame
+from ..types import Crop, Estimate, Frame, FrameResult
 from .control import ControlPlane, JobResult, Snapshot, StreamSpec, StreamStatus
 
 __all__ = ["StreamWorker", "Submit"]
@@ -76,6 +76,8 @@ class StreamWorker:
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
         self.driver: StreamDriver | None = None
         self._control_down = False
+        self._renderer = None  # the preview renderer, made when someone first watches
+        self._next_preview = 0.0
 
     def start(self) -> StreamWorker:
         self._thread.start()
@@ -154,8 +156,10 @@ class StreamWorker:
             if frames is None:
                 break  # the file ended, or the live source gave up
             if frames:
-                self.driver.step(frames)
+                batch = self.driver.step(frames)
                 self._count(len(frames))
+                if batch.results:
+                    self._preview(batch.results[-1])
             else:
                 self.driver.settle()
             now = time.monotonic()
@@ -214,6 +218,32 @@ class StreamWorker:
         if records:
             self.store.put(records)
             log.info("stream %s: ended %d tracks its last snapshot did not carry", self.spec.id, len(records))
+
+    def _preview(self, result: FrameResult) -> None:
+        """While someone watches the stream (asked within ``preview_watch_s``), render its latest
+        analysed frame as a preview, at most ``preview_fps`` times a second; otherwise nothing
+        is drawn, encoded or stored (one Redis read per period asks whether anyone watches)."""
+        cfg = self.config.ingest
+        now = time.monotonic()
+        if not cfg.previews or self.spec.kind != "stream" or now < self._next_preview:
+            return
+        self._next_preview = now + 1.0 / cfg.preview_fps
+        try:
+            if not self.control.watched(self.spec.id):
+                return
+        except StoreError:
+            return  # Redis is away: the status writes say so; no preview meanwhile
+        try:
+            if self._renderer is None:
+                from ..preview import PreviewRenderer
+
+                self._renderer = PreviewRenderer(self.driver.book.summary, cfg.preview_width_px)
+            jpeg = self._renderer.render(result)
+        except Exception:  # a bug in drawing must not stop the analysis: the stream goes on without previews
+            log.exception("stream %s: rendering a preview failed; previews are off for this stream", self.spec.id)
+            self._next_preview = float("inf")
+            return
+        self._quietly(self.control.save_preview, self.spec.id, jpeg, cfg.preview_watch_s, self.token)
 
     def _keep_faces(self, crops: list[Crop]) -> None:
         import cv2

@@ -29,7 +29,8 @@ def build_store(config) -> TrackStore:
     if config.type == "redis":
         from .redis import RedisTrackStore
 
-        inner = RedisTrackStore(config.connect_url(), config.prefix, config.ended_ttl_s, config.events_maxlen, config.timeout_s)
+        inner = RedisTrackStore(config.connect_url(), config.prefix, config.ended_ttl_s, config.events_maxlen, config.timeout_s,
+                                config.stats_ttl_s, config.estimates_kept)  # fmt: skip
         return BufferedTrackStore(inner, config.max_pending_tracks, config.retry_s, config.max_retry_s, config.drain_s)
     return MemoryTrackStore()
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..summary import TrackSummary
+from ..summary import EstimatePoint, TrackSummary
+
+if TYPE_CHECKING:
+    from ..demographics import BucketCounts
 
 __all__ = ["Fence", "FencedStore", "TrackRecord", "TrackStore"]
 
@@ -36,6 +39,9 @@ class TrackRecord:
             refreshes. A write that supersedes unsent ones carries their events too.
         fence: the writer's claim on the stream (the service's owners); None: unfenced
             (a one-shot run, the only writer).
+        estimates: the estimates fused since the track's previous write, oldest first,
+            appended to the track's history (bounded); a write that supersedes unsent ones
+            carries theirs too.
     """
 
     key: str
@@ -45,6 +51,7 @@ class TrackRecord:
     state: dict
     events: tuple[str, ...] = ()
     fence: Fence | None = None
+    estimates: tuple[EstimatePoint, ...] = ()
 
     @property
     def ended(self) -> bool:
@@ -58,7 +65,7 @@ class TrackRecord:
         for event in self.events:
             if not (event == "estimate" and events and events[-1] == "estimate"):  # one estimate event stands for a run of them
                 events.append(event)
-        return replace(self, events=tuple(events))
+        return replace(self, events=tuple(events), estimates=older.estimates + self.estimates)
 
 
 class TrackStore(Protocol):
@@ -80,8 +87,24 @@ class TrackStore(Protocol):
         """The last write of one track (version, summary, aggregator state), or None."""
         ...
 
-    def tracks(self, stream: str) -> list[TrackSummary]:
-        """Summaries of a stream's tracks, oldest first."""
+    def tracks(self, stream: str, newest: int | None = None) -> list[TrackSummary]:
+        """Summaries of a stream's tracks by first seen, oldest first (only the ``newest``
+        ones, when given)."""
+        ...
+
+    def active(self, stream: str) -> list[TrackSummary]:
+        """Summaries of a stream's active tracks, oldest first (read without a scan of its
+        ended ones)."""
+        ...
+
+    def estimates(self, key: str) -> list[EstimatePoint]:
+        """The most recent estimates of a track, oldest first (a bounded history)."""
+        ...
+
+    def demographics(self, stream: str, bucket_s: int, start: float, end: float) -> list[BucketCounts]:
+        """People of a stream per bucket (see :mod:`~tracklens.pipeline.demographics`): every
+        bucket overlapping ``[start, end)``, ended tracks counted as they ended, active ones
+        with their labels so far."""
         ...
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
@@ -110,8 +133,17 @@ class FencedStore:
     def record(self, key: str) -> TrackRecord | None:
         return self.inner.record(key)
 
-    def tracks(self, stream: str) -> list[TrackSummary]:
-        return self.inner.tracks(stream)
+    def tracks(self, stream: str, newest: int | None = None) -> list[TrackSummary]:
+        return self.inner.tracks(stream, newest)
+
+    def active(self, stream: str) -> list[TrackSummary]:
+        return self.inner.active(stream)
+
+    def estimates(self, key: str) -> list[EstimatePoint]:
+        return self.inner.estimates(key)
+
+    def demographics(self, stream: str, bucket_s: int, start: float, end: float) -> list[BucketCounts]:
+        return self.inner.demographics(stream, bucket_s, start, end)
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
         return self.inner.events(stream, count)

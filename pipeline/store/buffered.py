@@ -20,10 +20,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
-from ..summary import TrackSummary
+from ..summary import EstimatePoint, TrackSummary
 from .base import TrackRecord, TrackStore
+
+if TYPE_CHECKING:
+    from ..demographics import BucketCounts
 
 __all__ = ["BufferedTrackStore", "DeliveryStats"]
 
@@ -209,8 +213,17 @@ class BufferedTrackStore:
         with self._lock:
             return self._pending.get(key) or self._sending.get(key)
 
-    def tracks(self, stream: str) -> list[TrackSummary]:
-        return self.inner.tracks(stream)
+    def tracks(self, stream: str, newest: int | None = None) -> list[TrackSummary]:
+        return self.inner.tracks(stream, newest)
+
+    def active(self, stream: str) -> list[TrackSummary]:
+        return self.inner.active(stream)
+
+    def estimates(self, key: str) -> list[EstimatePoint]:
+        return self.inner.estimates(key)
+
+    def demographics(self, stream: str, bucket_s: int, start: float, end: float) -> list[BucketCounts]:
+        return self.inner.demographics(stream, bucket_s, start, end)
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
         return self.inner.events(stream, count)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from ..summary import TrackSummary
+from ..demographics import BucketCounts, count
+from ..summary import EstimatePoint, TrackSummary
 from .base import TrackRecord
 
 __all__ = ["MemoryTrackStore"]
@@ -14,8 +15,10 @@ __all__ = ["MemoryTrackStore"]
 class MemoryTrackStore:
     """Thread-safe, process-local. Ended tracks are kept (a one-shot run has no TTL)."""
 
-    def __init__(self, events_maxlen: int = 100_000) -> None:
+    def __init__(self, events_maxlen: int = 100_000, estimates_kept: int = 100) -> None:
         self._lock = threading.Lock()
+        self._history: dict[str, deque] = {}
+        self._kept = estimates_kept
         self._records: dict[str, TrackRecord] = {}
         self._streams: dict[str, dict[str, float]] = {}
         self._events: dict[str, deque] = {}
@@ -39,6 +42,7 @@ class MemoryTrackStore:
                 log = self._events.setdefault(rec.stream, deque(maxlen=self._maxlen))
                 for event in rec.events:
                     log.append({"track": rec.key, "version": rec.version, "event": event})
+                self._history.setdefault(rec.key, deque(maxlen=self._kept)).extend(rec.estimates)
                 applied += 1
         return applied
 
@@ -50,10 +54,22 @@ class MemoryTrackStore:
         rec = self._records.get(key)
         return None if rec is None else TrackRecord(rec.key, rec.stream, rec.version, rec.summary, rec.state)
 
-    def tracks(self, stream: str) -> list[TrackSummary]:
+    def tracks(self, stream: str, newest: int | None = None) -> list[TrackSummary]:
         with self._lock:
             keys = sorted(self._streams.get(stream, {}).items(), key=lambda kv: (kv[1], kv[0]))
+            if newest is not None:
+                keys = keys[-newest:] if newest > 0 else []
             return [self._records[k].summary for k, _ in keys]
+
+    def active(self, stream: str) -> list[TrackSummary]:
+        return [t for t in self.tracks(stream) if t.state == "active"]
+
+    def estimates(self, key: str) -> list[EstimatePoint]:
+        with self._lock:
+            return list(self._history.get(key, ()))
+
+    def demographics(self, stream: str, bucket_s: int, start: float, end: float) -> list[BucketCounts]:
+        return count(self.tracks(stream), bucket_s, start, end)
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
         with self._lock:
