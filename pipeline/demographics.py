@@ -101,6 +101,11 @@ class BucketCounts(BaseModel):
                 mine[key] = mine.get(key, 0) + n
 
 
+def bucket_count(bucket_s: int, start: float, end: float) -> int:
+    """How many buckets :func:`bucket_starts` gives, without making them."""
+    return max(0, math.ceil(end / bucket_s) - math.floor(start / bucket_s)) if end > start else 0
+
+
 def bucket_starts(bucket_s: int, start: float, end: float) -> list[int]:
     """Starts of the buckets that overlap ``[start, end)``: from the one holding ``start``."""
     first = math.floor(start / bucket_s) * bucket_s

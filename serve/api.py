@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from tracklens.pipeline.config import ServeConfig, check_stream_id
-from tracklens.pipeline.demographics import BUCKETS_S, BucketCounts, bucket_starts
+from tracklens.pipeline.demographics import BUCKETS_S, BucketCounts, bucket_count
 from tracklens.pipeline.errors import InputError, StoreError
 from tracklens.pipeline.service.admission import admit_job_path, admit_stream_url
 from tracklens.pipeline.service.control import ControlPlane, StreamOptions, StreamSpec, StreamStatus, new_id
@@ -174,13 +174,13 @@ def make_api(
         far; labels not known yet count as ``unknown``."""
         size = BUCKETS_S[bucket]
         for name, value in (("from", start), ("to", to)):
-            if value is not None and not math.isfinite(value):
-                raise HTTPException(422, f"{name}: must be a finite number of seconds")
+            if value is not None and not (math.isfinite(value) and abs(value) <= _MAX_EPOCH_S):
+                raise HTTPException(422, f"{name}: must be seconds since 1970, at most {_MAX_EPOCH_S:.0e} either way")
         end = time.time() if to is None else to
         begin = end - _DEFAULT_BUCKETS * size if start is None else start
         if begin >= end:
             raise HTTPException(422, "from: must be before to")
-        n = len(bucket_starts(size, begin, end))
+        n = bucket_count(size, begin, end)  # counted, not made: a wide range must cost nothing
         if n > _MAX_BUCKETS:
             raise HTTPException(422, f"from..to spans {n} buckets of {bucket}; at most {_MAX_BUCKETS} (choose a larger bucket)")
         _known_stream(stream_id)
@@ -217,9 +217,16 @@ def make_api(
                                      "watches; ask again in a second", {"Retry-After": "1"})  # fmt: skip
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    def _track_key(key: str) -> str:
+        """A track key ``{stream}:{epoch}:{id}``; anything else names no track (404) and never
+        becomes part of a Redis key."""
+        if not _TRACK_KEY.fullmatch(key):
+            raise HTTPException(404, f"no track {quoted(key)} (a track key is STREAM:EPOCH:ID)")
+        return key
+
     @app.get("/v1/tracks/{key}")
     def get_track(key: str) -> TrackSummary:
-        summary = store.get(key)
+        summary = store.get(_track_key(key))
         if summary is None:
             raise HTTPException(404, f"no track {quoted(key)} (unknown, or expired after its retention)")
         return summary
@@ -228,7 +235,7 @@ def make_api(
     def track_estimates(key: str) -> list[EstimatePoint]:
         """The track's latest estimates (``store.estimates_kept``), oldest first: when, from
         which source and model, what each said."""
-        if store.get(key) is None:
+        if store.get(_track_key(key)) is None:
             raise HTTPException(404, f"no track {quoted(key)} (unknown, or expired after its retention)")
         return store.estimates(key)
 
@@ -236,7 +243,7 @@ def make_api(
     def get_face(key: str) -> Response:
         if not config.ingest.store_face_crops:
             raise HTTPException(404, "face crops are not stored (ingest.store_face_crops is off)")
-        data = control.face(key)
+        data = control.face(_track_key(key))
         if data is None:
             raise HTTPException(404, f"no face crop for track {quoted(key)}")
         return Response(data, media_type="image/jpeg")
@@ -336,7 +343,11 @@ def make_api(
 #: Demographics: buckets answered by default (before ``to``), and at most.
 _DEFAULT_BUCKETS = 12
 _MAX_BUCKETS = 2000
+#: Stats times beyond this many seconds from 1970 (year ~5100) are refused.
+_MAX_EPOCH_S = 1e11
 
+#: A track key: a stream id, its epoch and the track's id.
+_TRACK_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}:\d{1,19}:\d{1,19}")
 #: A Redis stream id as ``since`` or ``Last-Event-ID``: ``0``, ``$``, ``MS`` or ``MS-SEQ``.
 _EVENT_ID = re.compile(r"\$|\d{1,19}(?:-\d{1,19})?")
 

@@ -110,9 +110,11 @@ def test_demographics_are_counted_per_bucket_with_unknown_labels(api):
 
 @pytest.mark.parametrize(
     "params, status, needle",
-    [({"bucket": "5m"}, 422, "bucket"), ({"from": "nan"}, 422, "finite"), ({"to": "inf"}, 422, "finite"),
+    [({"bucket": "5m"}, 422, "bucket"), ({"from": "nan"}, 422, "seconds since 1970"), ({"to": "inf"}, 422, "to:"),
      ({"from": 100, "to": 100}, 422, "before"), ({"bucket": "15m", "from": 0, "to": 1e9}, 422, "at most 2000"),
-     ({"from": "yesterday"}, 422, "from")],
+     ({"from": "yesterday"}, 422, "from"),
+     # ranges whose buckets would not fit in memory (or in a C integer) are refused before any is made
+     ({"bucket": "15m", "from": 0, "to": 9e9}, 422, "at most 2000"), ({"from": -1e300, "to": 1e300}, 422, "from:")],
 )  # fmt: skip
 def test_bad_demographics_requests_get_one_line_errors(api, params, status, needle):
     client, _, control, _, _ = api
@@ -170,6 +172,10 @@ def test_a_track_s_estimates_are_listed_oldest_first(api):
                                                                      ("mllm", 31.0, "mllm-model"), ("specialist", 32.0, "specialist-model")]  # fmt: skip
     r = client.get("/v1/tracks/cam:0:9/estimates")
     assert r.status_code == 404 and "no track" in r.json()["error"]
+    # a key that is not STREAM:EPOCH:ID (here: the estimates list's own Redis key) names no track
+    for path in ("/v1/tracks/cam:0:1:estimates", "/v1/tracks/cam:0:1:estimates/estimates", "/v1/tracks/*/estimates"):
+        r = client.get(path)
+        assert r.status_code == 404 and "STREAM:EPOCH:ID" in r.json()["error"], (path, r.text)
 
 
 def test_newest_and_active_tracks_of_a_stream(api):

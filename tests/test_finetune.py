@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import assert_one_line_error, run_cli
 
 torch = pytest.importorskip("torch", reason="fine-tuning needs the [finetune] extra (make test installs it)")
@@ -75,6 +76,8 @@ def test_lora_learns_the_labels_and_keeps_the_whole_run(lora_run, people):
     assert (run / "adapter" / "adapter_config.json").is_file() and (run / "merged" / "config.json").is_file()
     assert (run / "checkpoints" / "step-00000250" / "trainable.pt").is_file()
     assert "age MAE" in result.stderr and "gender accuracy" in result.stdout
+    trained = yaml.safe_load((run / "eval.yaml").read_text())["estimator"]["backend"]
+    assert trained["adapter"] == str((run / "adapter").resolve()) and trained["model_id"].endswith("+finetune:run")
 
 
 def test_the_split_keeps_each_identity_on_one_side(lora_run, people):
@@ -169,7 +172,7 @@ def _adapter(run: Path) -> dict:
 
 
 def test_sigterm_checkpoints_and_resume_ends_where_an_unstopped_run_does(tmp_path, tiny_whole, people):
-    config = _config(tmp_path / "ft.yaml", tiny_whole, max_steps=24, checkpoint_every=100, batch_size=4, val_share=0.1)
+    config = _config(tmp_path / "ft.yaml", tiny_whole, max_steps=24, checkpoint_every=2, batch_size=4, val_share=0.1)
     args = ["finetune", str(people), "--config", str(config), "--no-progress"]
     whole = run_cli(*args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
@@ -192,10 +195,15 @@ def test_sigterm_checkpoints_and_resume_ends_where_an_unstopped_run_does(tmp_pat
     kept = sorted(p.name for p in (stopped / "checkpoints").iterdir())
     assert kept and kept[-1] == f"step-{max(_steps(stopped)):08d}", (kept, _steps(stopped))
     assert not (stopped / "report.json").exists() and (stopped / "before.json").is_file()
+    # the newest checkpoint torn (as a power loss could leave it): the one before it is used
+    assert len(kept) == 2, kept
+    newest = stopped / "checkpoints" / kept[-1] / "trainable.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
 
     resumed = run_cli(*args, "--out", str(stopped), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming at step" in resumed.stderr
+    assert f"resuming at step {int(kept[0].split('-')[1])} of 24" in resumed.stderr, resumed.stderr
+    assert kept[-1] in resumed.stderr and "trying the checkpoint before it" in resumed.stderr
     assert _steps(stopped) == list(range(1, 25))
     a, b = _adapter(tmp_path / "whole"), _adapter(stopped)
     assert set(a) == set(b)

@@ -271,16 +271,14 @@ class _Run:
             usable, prepared, invalid = _prepare_rows(train, detector, self.config.crops, self.say)
             if not usable:
                 raise InputError(f"no training row can be used; the first: {invalid[0]}")
+            encoder, example = self._encoder(model, processor, train, usable, prepared)
             self._write_start(len(usable), val, split, skipped + invalid, device, precision)
             with StopSignals() as signals:
                 before = self._before(model, processor, val, detector, signals.event)
                 if before is None:
                     return self._stopped(signals, "before training, while evaluating the untrained model")
-                trainer, peft_model = self._trainer(model, processor, train, usable, prepared, precision)
-                latest = _latest(self.folder)
-                if latest is not None:
-                    trainer.load(latest)
-                    self.say(f"resuming at step {trainer.step} of {trainer.total} ({latest})")
+                trainer, peft_model = self._trainer(model, encoder, example, len(usable), precision)
+                self._resume(trainer)
                 self.say(f"training {len(usable)} rows: {trainer.total} steps of {cfg.batch_size} x {cfg.grad_accum} rows "
                          f"({cfg.method}{', vision tower too' if cfg.tune_vision else ''})")  # fmt: skip
                 if not trainer.run(signals.event, self.progress):
@@ -291,6 +289,9 @@ class _Run:
                 if after is None:
                     return self._stopped(signals, "after training, while evaluating the trained model; the trained "
                                                   "weights are saved; --resume evaluates them")  # fmt: skip
+            # From here a signal interrupts as anywhere else in the CLI (exit 130/143): the report
+            # is written at once, and a merge stopped halfway leaves only its staging folder.
+            signals.restore()
             self._report(before, after, val, weights)
             if merge:
                 self._merge(model, processor, peft_model)
@@ -384,12 +385,33 @@ class _Run:
 
     # -- training -----------------------------------------------------------------------------
 
-    def _trainer(self, model, processor, train, usable, prepared, precision):
-        import torch
-
+    def _encoder(self, model, processor, train, usable, prepared):
+        """The training examples' encoder and the row -> example function; one row is encoded
+        here, so a checkpoint whose template cannot take the answer fails before any work."""
+        from ..errors import ModelError
         from ..estimators.mllm.prompts import load_prompt
         from ..estimators.mllm.transformers_backend import image_options
         from .data import Encoder, answer_age
+
+        ages = [answer_age(train[i].age) for i in usable if train[i].age is not None]
+        end = model.generation_config.eos_token_id
+        end = end[0] if isinstance(end, list) else end
+        end = end if end is not None else processor.tokenizer.eos_token_id
+        if end is None:
+            raise ModelError(f"{self.mllm.backend.model} names no end-of-sequence token: the answer's end cannot be trained")
+        encoder = Encoder(processor, load_prompt(self.mllm.prompt), [int(end)], image_options(processor, self.mllm.backend),
+                          stand_in_age=int(statistics.median(ages)) if ages else 30)  # fmt: skip
+        example = self._example([train[i] for i in usable], [prepared[i] for i in usable])
+        try:
+            encoder.answer(example(0))
+        except ValueError as err:
+            raise ModelError(f"{self.mllm.backend.model}: its chat template cannot be trained with tracklens's answers "
+                             f"({err})") from None  # fmt: skip
+        return encoder, example
+
+    def _trainer(self, model, encoder, example, rows: int, precision):
+        import torch
+
         from .train import Trainer, prepare_model
 
         cfg = self.cfg
@@ -397,20 +419,27 @@ class _Run:
         peft_model = prepare_model(model, cfg)
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        ages = [answer_age(train[i].age) for i in usable if train[i].age is not None]
-        end = model.generation_config.eos_token_id
-        end = end[0] if isinstance(end, list) else end
-        end = end if end is not None else processor.tokenizer.eos_token_id
-        if end is None:
-            raise ConfigError(f"{self.mllm.backend.model} names no end-of-sequence token: the answer's end cannot be trained")
-        encoder = Encoder(processor, load_prompt(self.mllm.prompt), [int(end)], image_options(processor, self.mllm.backend),
-                          stand_in_age=int(statistics.median(ages)) if ages else 30)  # fmt: skip
-        rows = [train[i] for i in usable]
-        kept = [prepared[i] for i in usable]
-        example = self._example(rows, kept)
         autocast = torch.bfloat16 if precision == "bf16-mixed" else None
-        trainer = Trainer(model, encoder, len(rows), example, cfg, self.folder.path, self.fingerprint, autocast)
+        trainer = Trainer(model, encoder, rows, example, cfg, self.folder.path, self.fingerprint, autocast)
         return trainer, peft_model
+
+    def _resume(self, trainer) -> None:
+        """Continue from the newest checkpoint that can be read (an unreadable one is named and
+        the one before it tried)."""
+        from .train import checkpoints
+
+        failed = None
+        for path in reversed(checkpoints(self.folder.path)):
+            try:
+                trainer.load(path)
+            except InputError as err:
+                self.say(f"tracklens: warning: {err}; trying the checkpoint before it")
+                failed = failed or err
+                continue
+            self.say(f"resuming at step {trainer.step} of {trainer.total} ({path})")
+            return
+        if failed is not None:
+            raise InputError(f"no checkpoint in {self.folder / 'checkpoints'} can be read; the newest: {failed}")
 
     def _stopped(self, signals, where: str) -> int:
         what = "interrupted" if signals.name == "SIGINT" else f"terminated ({signals.name})"
@@ -441,7 +470,8 @@ class _Run:
         else:
             backend["model"] = str((self.folder / "model").resolve())
         backend["dtype"] = weights  # the dtype the "after" numbers were measured in
-        backend["model_id"] = None
+        # what estimates name as their model: the run, not this machine's folders
+        backend["model_id"] = f"{self.mllm.backend.model}+finetune:{self.folder.path.resolve().name}"
         if document["estimator"]["type"] == "mllm":
             document["estimator"]["backend"] = backend
         else:

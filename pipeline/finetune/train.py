@@ -249,8 +249,10 @@ class Trainer:
         torch.save({"cpu": torch.get_rng_state(), "cuda": cuda}, staged / "rng.pt")
         state = {"step": self.step, "total_steps": self.total, "fingerprint": self.fingerprint}
         (staged / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+        _sync(staged)  # on disk before it is named complete: a power loss leaves no torn checkpoint
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
+        _sync_folder(folder)
         for old in checkpoints(self.folder)[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final
@@ -283,6 +285,22 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
         _trim_log(self.folder / "train_log.jsonl", self.step)
+
+
+def _sync(folder: Path) -> None:
+    """Flush a folder's files and the folder itself to disk."""
+    for path in folder.iterdir():
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def checkpoints(folder: Path) -> list[Path]:

@@ -210,13 +210,17 @@ class RedisTrackStore:
     def _summaries(self, index: str, first: int) -> list[TrackSummary]:
         """The summaries of the tracks in a sorted-set index (from rank ``first``); members
         whose track has expired are dropped from the index."""
-        keys = [k.decode() for k in self._call(self._client.zrange, index, first, -1)]
+        return self._fetch([k.decode() for k in self._call(self._client.zrange, index, first, -1)], index)
+
+    def _fetch(self, keys: list[str], index: str | None) -> list[TrackSummary]:
+        """The summaries of ``keys``; those whose track expired are left out (and dropped from
+        ``index``)."""
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hget(self._k("track", key), "summary")
         raws = self._call(pipe.execute) if keys else []
         expired = [k for k, raw in zip(keys, raws) if raw is None]
-        if expired:
+        if expired and index is not None:
             self._call(self._client.zrem, index, *expired)
         return [TrackSummary.model_validate_json(raw) for raw in raws if raw is not None]
 
@@ -228,10 +232,13 @@ class RedisTrackStore:
         """The kept counts of the buckets (one hash each, read in one round trip), plus the
         stream's active tracks (read from their own index, never the ended ones)."""
         starts = bucket_starts(bucket_s, start, end)
-        pipe = self._client.pipeline(transaction=False)
+        # The counts and the active index in one transaction: a track that ends meanwhile is
+        # either in the counts or among the active tracks, never in both or neither.
+        pipe = self._client.pipeline(transaction=True)
         for s in starts:
             pipe.hgetall(self._k("stream", stream, "stats", str(bucket_s), str(s)))
-        raws = self._call(pipe.execute) if starts else []
+        pipe.zrange(self._k("stream", stream, "active"), 0, -1)
+        *raws, members = self._call(pipe.execute)
         buckets = []
         for s, raw in zip(starts, raws):
             bucket = BucketCounts(start=s)
@@ -243,7 +250,7 @@ class RedisTrackStore:
                     counts = getattr(bucket, dimension)
                     counts[label] = counts.get(label, 0) + int(value)
             buckets.append(bucket)
-        active = count(self.active(stream), bucket_s, start, end)
+        active = count(self._fetch([m.decode() for m in members], None), bucket_s, start, end)
         for bucket, extra in zip(buckets, active):
             bucket.merge(extra)
         return buckets
