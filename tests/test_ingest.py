@@ -121,6 +121,32 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
         camera.stop()
 
 
+def test_a_stream_deleted_after_its_owner_died_has_its_tracks_ended_by_another_replica(env, rtsp_camera):
+    """Regression: the owner died with tracks open and the stream was deleted before anyone took
+    it over; nobody claims a deleted stream, so its tracks stayed active for ever (counted in
+    view and in the demographics). The next replica ends them once the lease has expired."""
+    config, control, store, submit, node = env
+    a = node("a")
+    control.add(StreamSpec(id="porch", kind="stream", url=rtsp_camera.url()))
+    wait_until(lambda: [t for t in store.active("porch") if t.frames > 5])
+    a._stop.set()  # the owner's process dies: no renewals, no release, no end written
+    a._thread.join()
+    for worker in a.workers.values():
+        worker.stop("handover")
+        worker.join(10)
+    left_open = {t.track for t in store.active("porch")}
+    assert left_open, "the dead owner left no open track to end"
+    control.remove("porch")
+    assert control.retired() == {"porch"}
+    b = node("b")
+    wait_until(lambda: not store.active("porch") and not control.retired())
+    tracks = {t.track: t for t in store.tracks("porch")}
+    assert left_open <= set(tracks) and all(t.state == "ended" for t in tracks.values())
+    assert "porch" not in b.workers and control.owner("porch") is None and control.status("porch") is None
+    events = [e["event"] for e in store.events("porch", count=1000)]
+    assert events.count("start") == events.count("end") == len(tracks)
+
+
 def test_a_paused_owner_cannot_overwrite_the_stream_once_another_has_claimed_it(env, rtsp_camera, redis_url):
     """Regression: a worker that lost its lease kept writing until its next renewal check, and
     on hand-over saved its snapshot unconditionally over the state the new owner had restored.

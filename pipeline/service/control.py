@@ -134,6 +134,19 @@ if ARGV[4] == '1' then
 end
 return 1
 """
+# KEYS: streams, retired; ARGV: id -> 1 when it was asked for (it is then retired until its end is written)
+_REMOVE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+# KEYS: fence, retired, then keys to delete; ARGV: token, id
+_FORGET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+"""
 # KEYS: replicas; ARGV: owner, ttl ms, now -> replicas alive
 _HEARTBEAT = _NOW + """
 local now = now_ms(ARGV[3])
@@ -263,6 +276,7 @@ class ControlPlane:
         self._claim, self._renew, self._release = script(_CLAIM), script(_RENEW), script(_RELEASE)
         self._fenced_set, self._finish_job, self._add = script(_FENCED_SET), script(_FINISH_JOB), script(_ADD)
         self._heartbeat, self._alive, self._cancel_job = script(_HEARTBEAT), script(_ALIVE), script(_CANCEL_JOB)
+        self._remove, self._forget = script(_REMOVE), script(_FORGET)
 
     @classmethod
     def from_config(cls, store, clock: Callable[[], float] | None = None) -> ControlPlane:
@@ -303,8 +317,14 @@ class ControlPlane:
         return spec if self._call(self._add, keys=keys, args=args) else None
 
     def remove(self, stream_id: str) -> bool:
-        """Stop asking for a stream or job to run (its owner ends it); False if it was not running."""
-        return bool(self._call(self.client.hdel, f"{self._p}:streams", stream_id))
+        """Stop asking for a stream or job to run (its owner ends it); False if it was not running.
+        The id stays *retired* until its end is written (:meth:`forget`): should its owner be
+        gone, another ingest replica ends its open tracks (:meth:`retired`)."""
+        return bool(self._call(self._remove, keys=[f"{self._p}:streams", f"{self._p}:retired"], args=[stream_id]))
+
+    def retired(self) -> set[str]:
+        """Deleted streams whose end nobody has written yet."""
+        return {i.decode() for i in self._call(self.client.smembers, f"{self._p}:retired")}
 
     def specs(self) -> dict[str, StreamSpec]:
         raw = self._call(self.client.hgetall, f"{self._p}:streams")
@@ -353,8 +373,9 @@ class ControlPlane:
     def forget(self, stream_id: str, token: int) -> None:
         """A deleted stream's owner is done: drop its lease, status and snapshot (only if
         ``token`` still holds it)."""
-        keys = [self._k("fence", stream_id), *(self._k(part, stream_id) for part in ("lease", "status", "snapshot", "preview"))]
-        self._call(self._release, keys=keys, args=[token])
+        keys = [self._k("fence", stream_id), f"{self._p}:retired",
+                *(self._k(part, stream_id) for part in ("lease", "status", "snapshot", "preview"))]  # fmt: skip
+        self._call(self._forget, keys=keys, args=[token, stream_id])
 
     def owner(self, stream_id: str) -> str | None:
         """Who holds the stream's lease now (None: nobody, or it expired)."""

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from ..config import ServeConfig
 from ..detectors import release_memory
 from ..errors import StoreError
-from ..store import TrackStore
+from ..store import FencedStore, TrackStore
 from .control import ControlPlane
-from .worker import StreamWorker, Submit
+from .worker import StreamWorker, Submit, end_orphans
 
 __all__ = ["IngestNode"]
 
@@ -96,6 +96,8 @@ class IngestNode:
                 log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
                 worker.stop("handover")
                 del self.workers[stream_id]
+        for stream_id in self.control.retired() - set(specs) - set(self.workers):
+            self._retire(stream_id)
         free = [s for s in specs.values() if s.id not in self.workers]
         random.shuffle(free)
         share = min(cfg.max_streams, math.ceil(len(specs) / max(1, alive)))
@@ -108,6 +110,17 @@ class IngestNode:
                 worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
                                       self.owner, self.estimators, token)  # fmt: skip
                 self.workers[spec.id] = worker.start()
+
+    def _retire(self, stream_id: str) -> None:
+        """A deleted stream whose owner went before writing its end (its lease expired): end its
+        open tracks under a claim of our own, then forget it. While the owner's lease holds,
+        the owner does that itself."""
+        token = self.control.claim(stream_id, self.owner, self.config.ingest.lease_s)
+        if token is None:
+            return
+        ended = end_orphans(FencedStore(self.store, self.control.fence(stream_id, token)), stream_id, set())
+        self.control.forget(stream_id, token)
+        log.info("ingest %s: deleted stream %s had no owner left; ended its %d open tracks", self.owner, stream_id, ended)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Hand every stream over (state saved, leases released) and stop."""

@@ -29,10 +29,27 @@ from ..trackbook import TrackBook
 from ..types import Crop, Estimate, Frame, FrameResult
 from .control import ControlPlane, JobResult, Snapshot, StreamSpec, StreamStatus
 
-__all__ = ["StreamWorker", "Submit"]
+__all__ = ["StreamWorker", "Submit", "end_orphans"]
 
 log = logging.getLogger(__name__)
 
+
+
+def end_orphans(store: TrackStore, stream_id: str, keep: set[str]) -> int:
+    """End the stream's tracks the store has as active, but for ``keep`` (the open tracks of
+    the state its new owner carries on); returns how many were ended. ``store`` is fenced by
+    the caller's claim: a stale owner's ending is refused."""
+    records = []
+    for summary in store.active(stream_id):
+        if summary.state == "active" and summary.track not in keep:
+            record = store.record(summary.track)
+            if record is not None:
+                ended = summary.model_copy(update={"state": "ended"})
+                records.append(TrackRecord(record.key, record.stream, record.version + 1, ended, record.state, ("end",)))
+    if records:
+        store.put(records)
+        log.info("stream %s: ended %d tracks its owner left open", stream_id, len(records))
+    return len(records)
 
 
 class StreamWorker:
@@ -143,8 +160,10 @@ class StreamWorker:
         book = TrackBook(self.spec.id, cfg.aggregation, self.store, end_grace_s=cfg.ingest.end_grace_s)
         if snapshot is not None:
             book.resume(perception.open_tracks)
-            self._end_orphans(perception)
             log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
+        # tracks left open by an owner that died (after its snapshot, or of an older generation
+        # of this id that was deleted and added again): nobody else will end them
+        end_orphans(self.store, self.spec.id, {span.key for span in perception.open_tracks})
         faces = self._keep_faces if cfg.ingest.store_face_crops else None
         # frame -> estimate latency is measurable when frame times are wall-clock seconds
         latency = self._latencies if source.time_base == "wall" else None
@@ -203,21 +222,6 @@ class StreamWorker:
         """End every open track, wait (up to ``end_grace_s``) for outstanding estimates, write."""
         self.driver.finish(grace_s=self.config.ingest.end_grace_s)
         self._publish(state="stopped" if self.spec.kind == "stream" else None)
-
-    def _end_orphans(self, perception: Perception) -> None:
-        """Tracks the store has as active that the snapshot does not carry (they started after
-        it was saved, before the old owner died): end them."""
-        open_keys = {span.key for span in perception.open_tracks}
-        records = []
-        for summary in self.store.tracks(self.spec.id):
-            if summary.state == "active" and summary.track not in open_keys:
-                record = self.store.record(summary.track)
-                if record is not None:
-                    ended = summary.model_copy(update={"state": "ended"})
-                    records.append(TrackRecord(record.key, record.stream, record.version + 1, ended, record.state, ("end",)))
-        if records:
-            self.store.put(records)
-            log.info("stream %s: ended %d tracks its last snapshot did not carry", self.spec.id, len(records))
 
     def _preview(self, result: FrameResult) -> None:
         """While someone watches the stream (asked within ``preview_watch_s``), render its latest
