@@ -62,6 +62,7 @@ bench: models system $(SAMPLE)
 	$(PY) bench/ingest_memory.py --speed --out bench/results/ingest_memory.json
 	$(PY) bench/mllm_gpu.py --out bench/results/mllm_gpu.json
 	$(PY) bench/finetune.py --out bench/results/finetune.json
+	$(PY) bench/request_policy.py --demo $(SAMPLE) --out bench/results/request_policy.json
 	$(PY) bench/service.py --minutes $(BENCH_MINUTES) --out bench/results/service.json
 
 clean:

@@ -6,7 +6,8 @@
 - gender: sum of per-estimate log-odds, each clipped to ``+-gender_logit_clip`` and scaled by
   quality, so no single crop can decide a track;
 - expression: exponentially time-decayed probability mass (half-life in seconds), so the
-  label follows the person's current expression.
+  label follows the person's current expression; it needs ``expression_min_n`` readings and
+  then holds through pauses between readings (a settled track is asked about every 30 s).
 
 Labels stay None until the evidence passes the thresholds in :class:`AggregationConfig`.
 Estimates that break hard constraints (``estimators/consistency.py``) are counted in
@@ -115,7 +116,7 @@ def summarize(agg: TrackAggregate, cfg: AggregationConfig) -> dict:
     if agg.expr_n:
         probs = {name: m / agg.expr_w for name, m in zip(EXPRESSIONS, agg.expr_mass)}
         top = max(probs, key=probs.get)
-        if agg.expr_w >= cfg.expression_min_weight and probs[top] >= cfg.expression_min_prob:
+        if agg.expr_n >= cfg.expression_min_n and probs[top] >= cfg.expression_min_prob:
             expr_label = top
     return {
         "age": {

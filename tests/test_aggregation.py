@@ -85,6 +85,19 @@ def test_expression_follows_time_and_sums_to_one():
     assert s_early["label"] == "sad"
 
 
+def test_a_settled_expression_holds_through_the_pauses_between_sparse_readings():
+    """Regression: a settled track is asked about every ~20-30 s; with the label gated on the
+    decayed evidence, small-face readings (quality ~0.36, as in a 120-s crossing) each came in
+    alone and the label went null for good although every reading said happy."""
+    first = [_est(expr=_onehot("happy", 0.99), t=t, q=0.36) for t in (0.2, 1.2)]
+    sparse = [_est(expr=_onehot("happy", 0.99), t=t, q=0.36) for t in (20.2, 40.2, 60.2, 80.2, 100.2)]
+    for k in range(len(sparse) + 1):
+        assert summarize(_fold(first + sparse[:k]), CFG)["expression"]["label"] == "happy", k
+    # it still follows the person: one later reading of another expression takes over
+    changed = summarize(_fold(first + sparse + [_est(expr=_onehot("surprise", 0.99), t=120.2, q=0.36)]), CFG)["expression"]
+    assert changed["label"] == "surprise"
+
+
 def test_labels_stay_null_until_enough_evidence():
     s = summarize(TrackAggregate(), CFG)
     assert s["age"]["mean"] is None and s["gender"]["label"] is None and s["expression"]["label"] is None

@@ -139,6 +139,64 @@ def test_the_adapter_and_the_merged_model_answer_alike(lora_run, tiny_whole, ast
         assert max(abs(x.age - z.age) for x, z in zip(a, b)) > 1.0
 
 
+def _face_crops(astronaut, n: int) -> list:
+    from tracklens.pipeline.types import Crop
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for i, (y, x) in enumerate(rng.integers(0, 300, size=(n, 2))):
+        face = astronaut[y : y + 96, x : x + 96].copy()
+        crops.append(Crop(f"s:0:{i}", 0.1 * i, face, np.array([8, 8, 88, 88], np.float32), None, 0.9, face_px=80.0))
+    return crops
+
+
+def test_the_adapter_loaded_through_the_config_answers_as_the_trained_model_in_memory(tmp_path, tiny_whole, astronaut):
+    from tracklens.pipeline.config import FinetuneConfig, MllmEstimatorConfig, TransformersBackendConfig
+    from tracklens.pipeline.estimators.mllm import MllmEstimator
+    from tracklens.pipeline.estimators.mllm.loading import load_model, load_processor
+    from tracklens.pipeline.estimators.mllm.prompts import load_prompt
+    from tracklens.pipeline.estimators.mllm.transformers_backend import TransformersBackend, image_options
+    from tracklens.pipeline.finetune.data import Encoder, Example
+    from tracklens.pipeline.finetune.train import Trainer, prepare_model
+
+    base = TransformersBackendConfig(model=str(tiny_whole), local_files_only=True, device="cpu", warmup=False)
+    processor = load_processor(str(tiny_whole), True)
+    model = load_model(str(tiny_whole), "float32", torch.device("cpu"), True)
+    cfg = FinetuneConfig(max_steps=4, batch_size=4, learning_rate=5e-3, lora={"dropout": 0.0})
+    torch.manual_seed(0)
+    trained = prepare_model(model, cfg)
+    encoder = Encoder(processor, load_prompt("person-v1"), [processor.tokenizer.eos_token_id], image_options(processor, base))
+    crops = _face_crops(astronaut, 8)
+    examples = [Example(c, 20 + 7 * i, ("female", "male")[i % 2], ("happy", "neutral")[i % 2]) for i, c in enumerate(crops)]
+    trainer = Trainer(model, encoder, len(examples), lambda i: examples[i], cfg, tmp_path, "test")
+    for _ in range(cfg.max_steps):
+        trainer.train_step()
+    model.eval()
+    trained.save_pretrained(tmp_path / "adapter")
+    with_adapter = base.model_copy(update={"adapter": str(tmp_path / "adapter")})
+    for mode in ("constrained", "scored"):
+        memory = MllmEstimator(MllmEstimatorConfig(mode=mode, backend=base), backend=TransformersBackend(base, loaded=(model, processor)))
+        disk = MllmEstimator(MllmEstimatorConfig(mode=mode, backend=with_adapter))
+        try:
+            a, b = memory.estimate(crops), disk.estimate(crops)
+        finally:
+            disk.close()
+        assert all(e.valid for e in a + b)
+        for x, y in zip(a, b):
+            if mode == "constrained":
+                assert (x.age, x.p_female, x.expression) == (y.age, y.p_female, y.expression)
+            else:
+                assert x.age == pytest.approx(y.age, abs=1e-4) and x.p_female == pytest.approx(y.p_female, abs=1e-6)
+                np.testing.assert_allclose(x.expression, y.expression, atol=1e-6)
+    # and four steps did change the answers: the comparison is not between two untrained models
+    untrained = MllmEstimator(MllmEstimatorConfig(mode="scored", backend=base))
+    try:
+        before = untrained.estimate(crops)
+    finally:
+        untrained.close()
+    assert max(abs(x.p_female - y.p_female) for x, y in zip(before, b)) > 1e-3
+
+
 def test_full_fine_tuning_learns_too(tmp_path, tiny_whole, people):
     config = _config(tmp_path / "full.yaml", tiny_whole, method="full", max_steps=200)
     result = run_cli("finetune", str(people), "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress")

@@ -107,7 +107,10 @@ class AggregationConfig(_Section):
     gender_min_logit: float = Field(2.0, gt=0, description="|summed log-odds| needed for a label")
     gender_min_n: int = Field(2, ge=1)
     expression_half_life_s: float = Field(4.0, gt=0)
-    expression_min_weight: float = Field(1.0, gt=0, description="decayed evidence needed for a label")
+    expression_min_n: int = Field(
+        2, ge=1, description="readings needed for an expression label; the label is then the top of the time-decayed "
+        "distribution, so it follows the latest readings and holds through the pauses between them"
+    )
     expression_min_prob: float = Field(0.35, gt=0, le=1)
     confident_age_std: float = Field(4.0, gt=0, description="track stops asking once age std is below this")
     age_error_years: dict[str, float] = Field(
