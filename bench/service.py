@@ -15,8 +15,14 @@ crossing a brick wall, 25 fps, H.264 at 4 Mb/s). Three parts, one run:
    then 1 slot (overloaded), for two streams of three people whose tracks keep asking
    (refresh every 0.5 s, no confidence stop), so the load is steady.
 3. **Memory** (RSS of the ingest replica) of one live stream over ``--minutes``.
+4. **Two ingest nodes** of a real Ray cluster on this machine (``LoopbackRayCluster``: a head
+   with the API, two ingest nodes with one ingest replica each, a pool node with the
+   specialist): streams per ingest node in real time, then the take-over time of a lost node's
+   streams (the node's processes killed at once; from the kill until each of its streams is
+   live again on the other node), ``--losses`` times, the lost node added back each time.
 
-Usage: ``.venv/bin/python bench/service.py [--minutes 10] [--window 30] [--out bench/results/service.json]``
+Usage: ``.venv/bin/python bench/service.py [--minutes 10] [--window 30] [--losses 3] [--parts live,latency,memory,two_nodes]
+[--out bench/results/service.json]``
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from servers import RedisServer, RtspCamera, free_port  # noqa: E402
+from servers import LoopbackRayCluster, RedisServer, RtspCamera, free_port  # noqa: E402
 
 ANSWER = '{"age": 38, "gender": "female", "expression": "happy"}'
 
@@ -99,9 +105,14 @@ class Service:
         from tracklens.serve.app import build_app
 
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            # one Ray of this machine for every config of the run: it offers the default node
+            # roles (which the bench's configs keep) for any replica count used here
+            roles = {name: 100.0 for name in ("ingest", "specialist", "mllm")}
+            ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False, resources=roles)
         quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
-        ray.serve.start(http_options=HTTPOptions(host="127.0.0.1", port=config.api.port), logging_config=quiet)
+        # one proxy, on the head (the nodes of a cluster on one machine would share its port)
+        ray.serve.start(proxy_location="HeadOnly", http_options=HTTPOptions(host="127.0.0.1", port=config.api.port),
+                        logging_config=quiet)  # fmt: skip
         ray.serve.run(build_app(config), name="tracklens", route_prefix="/", logging_config=quiet)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{config.api.port}", timeout=30)
 
@@ -269,11 +280,93 @@ def memory(camera: RtspCamera, redis_url: str, minutes: float) -> dict:
             "frames_analysed": status["frames_analysed"], "frames_dropped": status["frames_dropped"]}  # fmt: skip
 
 
+def two_nodes(camera: RtspCamera, redis_url: str, window_s: float, losses: int) -> dict:
+    """Part 4: streams per ingest node, and take-over times after node losses."""
+    cluster = LoopbackRayCluster(head_resources={"api": 1}).start()
+    try:
+        for name in ("ingest-a", "ingest-b"):
+            cluster.add(name, {"ingest": 1})
+        cluster.add("pools", {"specialist": 1})
+        config = _config(redis_url, free_port(), api={"resources": {"api": 0.01}},
+                         ingest={"replicas": 2, "resources": {"ingest": 1}, "lease_s": 3.0, "renew_s": 0.5, "snapshot_s": 1.0,
+                                 "status_s": 0.5})  # fmt: skip
+        service = Service(config)
+        names = {n.node_id: name for name, n in cluster.nodes.items()}
+        runs, streams = [], []
+        for per_node in (1, 2):
+            while len(streams) < 2 * per_node:
+                streams.append(f"cam{len(streams) + 1}")
+                service.add(streams[-1], camera.url())
+            service.wait_live(streams)
+            time.sleep(5.0)  # settle
+            before = {s: service.status(s) for s in streams}
+            t0 = time.monotonic()
+            time.sleep(window_s)
+            elapsed = time.monotonic() - t0
+            after = {s: service.status(s) for s in streams}
+            per = {}
+            for s in streams:
+                analysed = after[s]["frames_analysed"] - before[s]["frames_analysed"]
+                dropped = after[s]["frames_dropped"] - before[s]["frames_dropped"]
+                per[s] = {"node": names.get(after[s]["node"]), "fps": round(analysed / elapsed, 2),
+                          "dropped_share": round(dropped / max(analysed + dropped, 1), 4)}  # fmt: skip
+            ok = all(p["fps"] >= 9.5 and p["dropped_share"] < 0.05 for p in per.values())
+            runs.append({"streams_per_ingest_node": per_node, "per_stream": per, "real_time": ok})
+            print(f"  {per_node} stream(s) per ingest node: {per}; {'real time' if ok else 'behind'}", flush=True)
+        takeovers = []
+        spare = 0
+        for _ in range(losses):
+            statuses = {s: service.status(s) for s in streams}
+            held: dict[str, list[str]] = {}
+            for s, st in statuses.items():
+                held.setdefault(names[st["node"]], []).append(s)
+            lost = max(held, key=lambda n: len(held[n]))
+            moved = {s: statuses[s]["owner"] for s in held[lost]}
+            lost_id = cluster.nodes[lost].node_id
+            killed = time.monotonic()
+            cluster.remove(lost)
+            taken: dict[str, float] = {}
+            while len(taken) < len(moved) and time.monotonic() - killed < 120:
+                for s, owner in moved.items():
+                    st = service.status(s)
+                    if s not in taken and st["owner"] not in (None, owner) and st["node"] != lost_id and st["state"] == "live":
+                        taken[s] = round(time.monotonic() - killed, 2)
+                time.sleep(0.1)
+            takeovers.append({"lost": lost, "streams": len(moved), "takeover_s": taken, "all_taken": len(taken) == len(moved)})
+            print(f"  lost {lost} with {len(moved)} stream(s): taken over after {taken} s", flush=True)
+            spare += 1
+            node = cluster.add(f"ingest-{spare}", {"ingest": 1})
+            names[node.node_id] = f"ingest-{spare}"
+            _wait_replicas(config, 2)
+        service.stop()
+        times = sorted(t for run in takeovers for t in run["takeover_s"].values())
+        return {"lease_s": config.ingest.lease_s, "renew_s": config.ingest.renew_s, "runs": runs, "losses": takeovers,
+                "takeover_s_median": times[len(times) // 2] if times else None, "takeover_s_max": times[-1] if times else None}  # fmt: skip
+    finally:
+        cluster.shutdown()
+
+
+def _wait_replicas(config, n: int, timeout_s: float = 180.0) -> None:
+    from tracklens.pipeline.service.control import ControlPlane
+
+    control = ControlPlane(config.store.url, config.store.prefix)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while control.live_replicas() != n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{n} ingest replicas not alive within {timeout_s} s")
+            time.sleep(0.5)
+    finally:
+        control.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the memory run")
     parser.add_argument("--window", type=float, default=30.0, help="seconds each measurement window lasts")
     parser.add_argument("--max-streams", type=int, default=4)
+    parser.add_argument("--losses", type=int, default=3, help="node losses in the two-node run")
+    parser.add_argument("--parts", default="live,latency,memory,two_nodes", help="which parts to run (comma-separated)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "service.json"))
     args = parser.parse_args()
     import tempfile
@@ -285,18 +378,26 @@ def main() -> None:
     redis = RedisServer(work / "redis").start()
     camera = RtspCamera(work / "cam", width=1280, height=720, person_px=300, bitrate_kbps=4000).start()
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": os.cpu_count(), "host": socket.gethostname()}
+    parts = set(args.parts.split(","))
     try:
-        print("live streams in real time (720p, 10 fps analysis):", flush=True)
-        result["live_streams"] = live_streams(camera, redis.url, args.window, args.max_streams)
-        print("frame -> estimate latency, MLLM pool idle and overloaded ~5x:", flush=True)
-        crowd = RtspCamera(work / "crowd", width=1280, height=720, person_px=220, people=3, bitrate_kbps=4000).start()
-        try:
-            result["latency"] = latency(crowd, redis.url, args.window)
-        finally:
-            crowd.stop()
-        print(f"memory of one live stream over {args.minutes:g} minutes:", flush=True)
-        result["memory"] = memory(camera, redis.url, args.minutes)
-        print(f"  {result['memory']}", flush=True)
+        if "live" in parts:
+            print("live streams in real time (720p, 10 fps analysis):", flush=True)
+            result["live_streams"] = live_streams(camera, redis.url, args.window, args.max_streams)
+        if "latency" in parts:
+            print("frame -> estimate latency, MLLM pool idle and overloaded ~5x:", flush=True)
+            crowd = RtspCamera(work / "crowd", width=1280, height=720, person_px=220, people=3, bitrate_kbps=4000).start()
+            try:
+                result["latency"] = latency(crowd, redis.url, args.window)
+            finally:
+                crowd.stop()
+        if "memory" in parts:
+            print(f"memory of one live stream over {args.minutes:g} minutes:", flush=True)
+            result["memory"] = memory(camera, redis.url, args.minutes)
+            print(f"  {result['memory']}", flush=True)
+        if "two_nodes" in parts:
+            ray.shutdown()  # the parts before ran on a Ray of this machine alone
+            print(f"two ingest nodes of a Ray cluster on this machine, {args.losses} node losses:", flush=True)
+            result["two_nodes"] = two_nodes(camera, redis.url, args.window, args.losses)
     finally:
         ray.shutdown()
         camera.stop()

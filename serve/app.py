@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 from tracklens.pipeline.config import PoolConfig, ServeConfig
 
-__all__ = ["app_builder", "build_app"]
+__all__ = ["app_builder", "build_app", "deployment_options", "local_resources"]
+
+
+def _actor_options(num_cpus: float, resources: dict[str, float], num_gpus: float = 0.0) -> dict:
+    options: dict = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if resources:
+        options["resources"] = dict(resources)
+    return options
 
 
 def _pool_options(pool: PoolConfig) -> dict:
     options: dict = {
-        "ray_actor_options": {"num_cpus": pool.num_cpus, "num_gpus": pool.num_gpus},
+        "ray_actor_options": _actor_options(pool.num_cpus, pool.resources, pool.num_gpus),
         "max_ongoing_requests": pool.max_ongoing_requests,
         "max_queued_requests": pool.max_queued_requests,
     }
@@ -24,6 +34,25 @@ def _pool_options(pool: PoolConfig) -> dict:
     return options
 
 
+def deployment_options(config: ServeConfig) -> dict[str, dict]:
+    """Ray Serve options of each deployment by name (``MLLMPool`` only when the estimator is
+    routed): replicas, limits, and what each replica asks of its node (CPUs, GPUs, and the
+    custom resources of its node role)."""
+    options = {
+        "Api": {"ray_actor_options": _actor_options(config.api.num_cpus, config.api.resources), "max_ongoing_requests": 100},
+        "StreamIngest": {
+            "num_replicas": config.ingest.replicas,
+            "ray_actor_options": _actor_options(config.ingest.num_cpus, config.ingest.resources),
+            "health_check_period_s": 5,
+            "graceful_shutdown_timeout_s": 30,
+        },
+        "SpecialistPool": _pool_options(config.pools.specialist),
+    }
+    if config.estimator.type == "routed":
+        options["MLLMPool"] = _pool_options(config.pools.mllm)
+    return options
+
+
 def build_app(config: ServeConfig):
     """The bound application: ``Api`` (ingress) -> ``StreamIngest`` -> ``SpecialistPool`` and,
     when the estimator is routed, ``MLLMPool``: each ingest replica sends its crops straight to
@@ -31,15 +60,25 @@ def build_app(config: ServeConfig):
     from .deployments import Api, MLLMPool, SpecialistPool, StreamIngest
 
     text = config.model_dump_json()
-    specialist = SpecialistPool.options(**_pool_options(config.pools.specialist)).bind(text)
-    mllm = MLLMPool.options(**_pool_options(config.pools.mllm)).bind(text) if config.estimator.type == "routed" else None
-    ingest = StreamIngest.options(
-        num_replicas=config.ingest.replicas,
-        ray_actor_options={"num_cpus": config.ingest.num_cpus},
-        health_check_period_s=5,
-        graceful_shutdown_timeout_s=30,
-    ).bind(text, specialist, mllm)
-    return Api.options(ray_actor_options={"num_cpus": config.api.num_cpus}, max_ongoing_requests=100).bind(text, ingest)
+    options = deployment_options(config)
+    specialist = SpecialistPool.options(**options["SpecialistPool"]).bind(text)
+    mllm = MLLMPool.options(**options["MLLMPool"]).bind(text) if "MLLMPool" in options else None
+    ingest = StreamIngest.options(**options["StreamIngest"]).bind(text, specialist, mllm)
+    return Api.options(**options["Api"]).bind(text, ingest)
+
+
+def local_resources(config: ServeConfig) -> dict[str, float]:
+    """The custom resources a Ray of this machine alone offers, so that every replica of
+    ``config`` fits on it: per name, twice what the replicas ask for at most (a replacement
+    can start while the replica it replaces stops), rounded up to a whole number (Ray's rule
+    for a node). On a cluster the nodes offer them instead (``ray start --resources``)."""
+    need: Counter[str] = Counter()
+    for options in deployment_options(config).values():
+        scaling = options.get("autoscaling_config")
+        replicas = scaling["max_replicas"] if scaling else options.get("num_replicas", 1)
+        for name, amount in options["ray_actor_options"].get("resources", {}).items():
+            need[name] += amount * replicas
+    return {name: float(max(1, math.ceil(2 * total - 1e-9))) for name, total in need.items()}
 
 
 def app_builder(args: dict):

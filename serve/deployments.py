@@ -109,7 +109,7 @@ class StreamIngest:
         context = ray.serve.get_replica_context()
         owner = f"{context.replica_id.unique_id}@{os.uname().nodename}:{os.getpid()}"
         self.node = IngestNode(config, detectors, self.store, self.control, self.router.submit, owner, estimators_label(config),
-                               after_tick=self._publish_metrics)  # fmt: skip
+                               after_tick=self._publish_metrics, node=ray.get_runtime_context().get_node_id())  # fmt: skip
         self.node.start()
 
     def _publish_metrics(self) -> None:
@@ -128,7 +128,7 @@ class StreamIngest:
 
     def describe(self) -> dict:
         """Which streams this replica runs (tests and operators)."""
-        return {"owner": self.node.owner, "streams": sorted(self.node.workers)}
+        return {"owner": self.node.owner, "node": self.node.node, "streams": sorted(self.node.workers)}
 
     def check_health(self) -> None:
         if not self.node.alive:

@@ -1,5 +1,11 @@
 """``tracklens serve``: Redis (given or private), Ray (local or a cluster), the Serve app, and a
-clean stop on Ctrl-C or SIGTERM."""
+clean stop on Ctrl-C or SIGTERM.
+
+Without ``--address`` it owns everything it starts: a Ray of this machine alone (never one it
+happens to find running here), a private redis-server unless given one, and stops them all.
+With ``--address`` it attaches to a running cluster that it does not own: the Redis must be
+given (the cluster's nodes must reach it), the app is deployed under its name, and stopping
+deletes that application only; the cluster, its Serve and its other applications go on."""
 
 from __future__ import annotations
 
@@ -7,8 +13,12 @@ import socket
 from collections.abc import Callable
 
 from tracklens.pipeline.errors import ConfigError
+from tracklens.pipeline.urls import quoted
 
-__all__ = ["run_server"]
+__all__ = ["APP_NAME", "run_server"]
+
+#: The Serve application's name: what ``--address`` deletes when it stops, and nothing else.
+APP_NAME = "tracklens"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -18,6 +28,32 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A cluster address must be ``auto`` or a head's ``HOST:PORT`` that accepts a connection
+    now: Ray itself would wait for an unreachable head for minutes. A loopback host is also
+    tried at this machine's address, as Ray does."""
+    if address == "auto":
+        return
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or not address.isprintable() or len(address) > 300:
+        raise ConfigError(f"invalid --address {quoted(address)}: expected HOST:PORT of the Ray head (its GCS port, 6379 by default) or auto")
+    port = int(port_text)
+    hosts = [host]
+    if host in ("localhost", "::1") or host.startswith("127."):
+        import ray.util
+
+        hosts.append(ray.util.get_node_ip_address())
+    why = ""
+    for candidate in hosts:
+        try:
+            with socket.create_connection((candidate, port), timeout=timeout_s):
+                return
+        except OSError as err:
+            why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+    raise ConfigError(f"--address {quoted(address)}: cannot reach a Ray head there ({why}); is `ray start --head` running on it?")
 
 
 def run_server(config_path: str | None, address: str | None, redis_url: str | None, port: int | None, say: Callable[[str], None]) -> int:
@@ -40,6 +76,13 @@ def run_server(config_path: str | None, address: str | None, redis_url: str | No
         overrides["store.url"], flags["store.url"] = url, flag
     if port is not None:
         overrides["api.port"], flags["api.port"] = port, "--port"
+    if address is not None and url is None:
+        raise ConfigError(
+            "--address attaches to a Ray cluster: give the Redis its nodes share with --redis-url or TRACKLENS_REDIS_URL "
+            "(a private redis-server would be out of their reach)"
+        )
+    if address is not None:
+        _check_ray_address(address)
     config = load_serve_config(config_path, overrides, flags)
     home = tracklens_home()
     try:
@@ -51,7 +94,8 @@ def run_server(config_path: str | None, address: str | None, redis_url: str | No
         raise ConfigError(f"cannot lock TRACKLENS_HOME {home}: {err.strerror}") from None
     private = None
     try:
-        if not _port_free(config.api.host, config.api.port):
+        # on a cluster the API is served by the head node's proxy, which Serve may run already
+        if address is None and not _port_free(config.api.host, config.api.port):
             raise ConfigError(f"port {config.api.port} on {config.api.host} is in use; choose another with --port")
         say("tracklens: checking the models")
         ModelCache(progress=say).pull()
@@ -78,32 +122,46 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
     from ray.serve.config import HTTPOptions
     from ray.serve.schema import LoggingConfig
 
-    from .app import build_app
+    from .app import build_app, local_resources
     from .deployments import estimators_label
 
-    say(f"tracklens: starting Ray{f' at {address}' if address else ' on this machine'}")
-    # A Ray of our own is this machine's alone: its node address is loopback. (Ray 2.60's gRPC
-    # servers still listen on every interface; they require Ray's auth token, made private below.)
-    local = {} if address else {"_node_ip_address": "127.0.0.1"}
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False, **local)
-    if not address:
+    say(f"tracklens: {f'attaching to the Ray cluster at {address}' if address else 'starting Ray on this machine'}")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        # A Ray of our own ("local": never a cluster `ray start` left on this machine) is this
+        # machine's alone: its node address is loopback, and it offers the node roles the
+        # replicas ask for. (Ray 2.60's gRPC servers still listen on every interface; they
+        # require Ray's auth token, made private below.)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", resources=local_resources(config))  # fmt: skip
         _private_ray_token()
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its start-up INFO lines would bury ours
     try:
         quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
-        ray.serve.start(http_options=HTTPOptions(host=config.api.host, port=config.api.port), logging_config=quiet)
-        ray.serve.run(build_app(config), name="tracklens", route_prefix="/", blocking=False, logging_config=quiet)
+        # by default one proxy, on the head node: on a cluster the API is the head's (nodes of one
+        # machine would all bind the same port); a Serve already running keeps its own options
+        ray.serve.start(proxy_location=config.api.proxy_location, http_options=HTTPOptions(host=config.api.host, port=config.api.port),
+                        logging_config=quiet)  # fmt: skip
+        ray.serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
+        where = "the head node's " if address and config.api.proxy_location == "HeadOnly" else ""
         say(
-            f"tracklens: serving on http://{config.api.host}:{config.api.port} (Redis {shown_url}; estimators: "
-            f"{estimators_label(config)}); the console: http://{config.api.host}:{config.api.port}/ in a browser; Ctrl-C or SIGTERM stops it"
+            f"tracklens: serving on {where}http://{config.api.host}:{config.api.port} (Redis {shown_url}; estimators: "
+            f"{estimators_label(config)}); the console: http://{config.api.host}:{config.api.port}/ in a browser; "
+            "Ctrl-C or SIGTERM stops it"
         )
         with stop_signals() as signals:
             signals.event.wait()
-            say(f"tracklens: {signals.name}: stopping (streams hand over their state, then Ray stops)")
-            ray.serve.shutdown()
+            if address:
+                say(f"tracklens: {signals.name}: deleting the {APP_NAME} application (streams hand over their state); "
+                    "the cluster goes on")  # fmt: skip
+                ray.serve.delete(APP_NAME)
+            else:
+                say(f"tracklens: {signals.name}: stopping (streams hand over their state, then Ray stops)")
+                ray.serve.shutdown()
         return 0
     finally:
-        ray.shutdown()
+        ray.shutdown()  # on a cluster: this driver disconnects, the cluster stays
 
 
 def _private_ray_token() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from servers import RedisServer, RtspCamera, free_port  # noqa: F401 (re-exported for the tests)
+from servers import LoopbackRayCluster, RedisServer, RtspCamera, free_port  # noqa: F401 (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -103,15 +103,17 @@ def write_video(path: Path, frames: int = 30, fps: int = 30, size=(160, 120), co
     return path
 
 
-def run_cli(*args: str, home: Path | None = None, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    """``tracklens ARGS`` in a subprocess, as a user runs it; no Redis URL from the caller's env."""
+def run_cli(*args: str, home: Path | None = None, cwd: Path | None = None, env: dict | None = None, timeout: float = 600,
+            module: str = "tracklens.pipeline.cli"):  # fmt: skip
+    """``tracklens ARGS`` in a subprocess, as a user runs it; no Redis URL from the caller's env.
+    ``module="tracklens.serve.cli"`` for the installed command with ``serve``."""
     full = dict(os.environ)
     full.pop("TRACKLENS_REDIS_URL", None)
     if home is not None:
         full["TRACKLENS_HOME"] = str(home)
     full.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "tracklens.pipeline.cli", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout
     )
 
 

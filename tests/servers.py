@@ -1,9 +1,10 @@
-"""Real servers the tests and the benches start and stop by their own PID: redis-server, and an
-RTSP camera on GStreamer's gst-rtsp-server (``rtsp_server.py``). No pytest here: the benches use
-them too."""
+"""Real servers the tests and the benches start and stop by their own PID: redis-server, an
+RTSP camera on GStreamer's gst-rtsp-server (``rtsp_server.py``), and a multi-node Ray cluster on
+this machine. No pytest here: the benches use them too."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RedisServer", "RtspCamera", "free_port"]
+__all__ = ["LoopbackRayCluster", "RedisServer", "RtspCamera", "free_port"]
 
 
 def free_port() -> int:
@@ -135,3 +136,78 @@ class RtspCamera:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class LoopbackRayCluster:
+    """A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head and
+    worker raylets, each its own processes), every node on 127.0.0.1, with the driver of this
+    process connected to it. ``add(name, resources)`` starts a worker node offering those
+    custom resources; ``remove(name)`` kills its processes at once, as a lost machine.
+
+    Ray turns a driver's ``127.0.0.1:PORT`` into the machine's outward address (where loopback
+    nodes do not listen) unless told that this machine's Ray is one machine: the flag Ray read
+    at import is set for this process, its variable for the processes started from here (the
+    nodes' workers, a CLI under test), both restored by :meth:`shutdown`. The address Ray
+    records as this machine's current cluster is removed at once, so that a plain
+    ``ray.init()`` elsewhere on the machine never joins this one.
+    """
+
+    NODE = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 80 * 1024 * 1024}
+
+    def __init__(self, head_resources: dict[str, float]) -> None:
+        self.head_resources = head_resources
+        self.nodes: dict = {}
+        self.cluster = None
+        self._saved = None
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def start(self) -> LoopbackRayCluster:
+        import ray
+        import ray._common.utils
+        import ray._private.ray_constants as ray_constants
+        from ray.cluster_utils import Cluster
+
+        variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+        self._saved = os.environ.get(variable), ray_constants.ENABLE_RAY_CLUSTER
+        os.environ[variable] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            self.cluster = Cluster(initialize_head=True, head_node_args={**self.NODE, "resources": self.head_resources,
+                                                                         "include_dashboard": False})  # fmt: skip
+            ray._common.utils.reset_ray_address()
+            ray.init(address=self.cluster.address, logging_level="WARNING", log_to_driver=False)
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def add(self, name: str, resources: dict[str, float]):
+        """A worker node offering ``resources``; returns Ray's node (``.node_id``)."""
+        self.nodes[name] = self.cluster.add_node(**self.NODE, resources=resources)
+        self.cluster.wait_for_nodes()
+        return self.nodes[name]
+
+    def remove(self, name: str) -> None:
+        self.cluster.remove_node(self.nodes.pop(name), allow_graceful=False)
+
+    def shutdown(self) -> None:
+        """Disconnect, stop every node, restore Ray's flag."""
+        import ray
+        import ray._private.ray_constants as ray_constants
+
+        try:
+            ray.shutdown()
+            if self.cluster is not None:
+                self.cluster.shutdown()
+        finally:
+            if self._saved is not None:
+                variable = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+                if self._saved[0] is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = self._saved[0]
+                ray_constants.ENABLE_RAY_CLUSTER = self._saved[1]
+                self._saved = None

@@ -68,7 +68,7 @@ def service(tmp_path_factory, models):
     from ray.serve.schema import LoggingConfig
     from tracklens.pipeline.config import ServeConfig
     from tracklens.pipeline.sample import make_sample_video
-    from tracklens.serve.app import build_app
+    from tracklens.serve.app import build_app, local_resources
 
     work = tmp_path_factory.mktemp("console")
     (work / "redis-data").mkdir()
@@ -85,7 +85,9 @@ def service(tmp_path_factory, models):
                     "num_cpus": 0.25, "preview_fps": 4.0},
          "api": {"port": port, "api_key_file": str(work / "key"), "file_roots": [str(videos)]}}
     )  # fmt: skip
-    ray.init(include_dashboard=False, num_cpus=4, logging_level="WARNING", log_to_driver=False)
+    # a Ray of its own (never one `ray start` left on the machine), offering the node roles
+    ray.init(address="local", include_dashboard=False, num_cpus=4, resources=local_resources(config), logging_level="WARNING",
+             log_to_driver=False)  # fmt: skip
     try:
         quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
         ray.serve.start(http_options=HTTPOptions(host="127.0.0.1", port=port), logging_config=quiet)

@@ -40,7 +40,7 @@ def service(tmp_path_factory, tiny_whole, models, sample_video):
     from ray.serve.config import HTTPOptions
     from ray.serve.schema import LoggingConfig
     from tracklens.pipeline.config import ServeConfig
-    from tracklens.serve.app import build_app
+    from tracklens.serve.app import build_app, local_resources
 
     work = tmp_path_factory.mktemp("service")
     redis_server = RedisServer(work / "redis-data")
@@ -71,7 +71,8 @@ def service(tmp_path_factory, tiny_whole, models, sample_video):
             "api": {"port": port, "api_key_file": str(work / "key"), "file_roots": [str(work / "videos")]},
         }
     )  # fmt: skip
-    ray.init(include_dashboard=False, num_cpus=4, logging_level="WARNING", log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, num_cpus=4, resources=local_resources(config), logging_level="WARNING",
+             log_to_driver=False)  # fmt: skip
     quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
     ray.serve.start(http_options=HTTPOptions(host="127.0.0.1", port=port), logging_config=quiet)
     ray.serve.run(build_app(config), name="tracklens", route_prefix="/", logging_config=quiet)

@@ -118,8 +118,8 @@ class FinetuneRunConfig(PipelineConfig):
 class PoolsConfig(_Section):
     """The estimator replica pools of the service."""
 
-    mllm: MllmPoolConfig = MllmPoolConfig()
-    specialist: PoolConfig = PoolConfig(max_ongoing_requests=64, max_queued_requests=-1)
+    mllm: MllmPoolConfig = MllmPoolConfig(resources={"mllm": 0.01})
+    specialist: PoolConfig = PoolConfig(max_ongoing_requests=64, max_queued_requests=-1, resources={"specialist": 0.01})
 
 
 class ServeConfig(PipelineConfig):

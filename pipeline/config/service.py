@@ -6,14 +6,42 @@ the pipeline's config); these sections size and bound what runs around them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from .base import Section as _Section
 
-__all__ = ["ApiConfig", "IngestConfig", "MllmPoolConfig", "PoolConfig", "RouterConfig"]
+__all__ = ["ApiConfig", "IngestConfig", "MllmPoolConfig", "PoolConfig", "Resources", "RouterConfig"]
+
+_RESOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+#: Ray's own resources: asked for with num_cpus / num_gpus, or not custom at all.
+_RAY_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
+def _check_resources(value: dict[str, float]) -> dict[str, float]:
+    """Custom Ray resources as Ray accepts them for a replica: names of letters, digits, ``_``
+    and ``-``, none of Ray's own; amounts above 0, at most 4 decimals, whole above 1."""
+    for name, amount in value.items():
+        if not _RESOURCE_NAME.fullmatch(name):
+            raise ValueError(f"resource name {name[:40]!r} must be 1-64 of A-Z a-z 0-9 _ -, starting with a letter")
+        if name in _RAY_RESOURCES:
+            raise ValueError(f"{name} is Ray's own resource, not a node role (set num_cpus / num_gpus)")
+        if not 0 < amount <= 10_000:
+            raise ValueError(f"{name}: {amount} must be above 0 and at most 10000")
+        if round(amount, 4) != amount:
+            raise ValueError(f"{name}: {amount} has more than 4 decimals (Ray's precision)")
+        if amount > 1 and amount != int(amount):
+            raise ValueError(f"{name}: {amount} must be a whole number when above 1 (Ray's rule)")
+    return value
+
+
+#: Custom Ray resources a replica asks for, by name: replicas only run on nodes that offer them
+#: (``ray start --resources '{"ingest": 4}'``), which is how they land on the nodes meant for
+#: them. ``tracklens serve`` without ``--address`` offers them on its own Ray.
+Resources = Annotated[dict[str, float], AfterValidator(_check_resources)]
 
 
 class IngestConfig(_Section):
@@ -23,6 +51,9 @@ class IngestConfig(_Section):
 
     replicas: int = Field(1, ge=1, description="ingest replicas (processes)")
     num_cpus: float = Field(0.5, gt=0, description="Ray CPUs reserved per replica")
+    resources: Resources = Field(
+        default_factory=lambda: {"ingest": 0.01}, description="custom Ray resources per replica: the nodes it may run on"
+    )
     max_streams: int = Field(4, ge=1, description="streams one replica runs at most")
     lease_s: float = Field(6.0, gt=0, description="a stream's lease; unrenewed for this long, it moves")
     renew_s: float = Field(1.0, gt=0, description="how often leases are renewed and free streams claimed")
@@ -73,6 +104,7 @@ class PoolConfig(_Section):
     target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (e.g. 1 for the MLLM on a GPU node)")
+    resources: Resources = Field(default_factory=dict, description="custom Ray resources per replica: the nodes it may run on")
     max_ongoing_requests: int = Field(16, ge=1, description="calls a replica takes at once")
     max_queued_requests: int = Field(16, ge=-1, description="crops queued at each caller past that (-1: no limit); more are refused")
 
@@ -97,6 +129,10 @@ class ApiConfig(_Section):
     host: str = Field("127.0.0.1", description="0.0.0.0 to listen on every interface")
     port: int = Field(8000, ge=1, le=65535)
     num_cpus: float = Field(0.1, gt=0)
+    resources: Resources = Field(default_factory=dict, description="custom Ray resources of the API replica (default: any node)")
+    proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        "HeadOnly", description="tracklens serve: Serve's HTTP proxy on the head node only, or on every node (a RayService sets its own)"
+    )
     api_key_env: str | None = Field("TRACKLENS_API_KEY", description="environment variable holding the API key")
     api_key_file: Path | None = Field(None, description="or a file holding it; with a key, every endpoint but /healthz needs it")
     schemes: tuple[str, ...] = Field(("rtsp", "rtsps", "rtmp", "http", "https"), description="stream URL schemes accepted")

@@ -210,6 +210,7 @@ class StreamStatus(_Model):
     generation: str = Field("", description="the generation of the spec it describes (not shown by the API)")
     state: StreamState = "pending"
     owner: str | None = None
+    node: str | None = Field(None, description="the machine its owner runs on (the Ray node id in the service)")
     fps: float = Field(0.0, description="frames analysed per second, recently")
     frames_decoded: int = 0
     frames_analysed: int = 0

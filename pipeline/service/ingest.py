@@ -40,13 +40,15 @@ class IngestNode:
         estimators: ``mllm+specialist`` or ``specialist only``.
         after_tick: called after each round of the lease loop (the service publishes its
             routing counters there).
+        node: the machine this process runs on (the Ray node id), shown in statuses.
     """
 
     def __init__(self, config: ServeConfig, detectors, store: TrackStore, control: ControlPlane, submit: Submit,
-                 owner: str, estimators: str, after_tick: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 owner: str, estimators: str, after_tick: Callable[[], None] | None = None,
+                 node: str | None = None) -> None:  # fmt: skip
         self.config, self.detectors = config, detectors
         self.store, self.control, self.submit = store, control, submit
-        self.owner, self.estimators = owner, estimators
+        self.owner, self.estimators, self.node = owner, estimators, node
         self.after_tick = after_tick
         self.workers: dict[str, StreamWorker] = {}
         self._stop = threading.Event()
@@ -108,7 +110,7 @@ class IngestNode:
             if token is not None:
                 log.info("ingest %s: runs %s %s (generation %s, token %d)", self.owner, spec.kind, spec.id, spec.generation, token)
                 worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
-                                      self.owner, self.estimators, token)  # fmt: skip
+                                      self.owner, self.estimators, token, self.node)  # fmt: skip
                 self.workers[spec.id] = worker.start()
 
     def _retire(self, stream_id: str) -> None:

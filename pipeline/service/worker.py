@@ -64,6 +64,7 @@ class StreamWorker:
         owner: this process's id (in statuses).
         estimators: ``mllm+specialist`` or ``specialist only``, for the status.
         token: the claim this worker runs under (:meth:`ControlPlane.claim`).
+        node: the machine this process runs on (in statuses), if known.
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class StreamWorker:
         owner: str,
         estimators: str,
         token: int,
+        node: str | None = None,
     ) -> None:
         self.spec, self.config = spec, config
         self.person, self.face = detectors
@@ -88,7 +90,7 @@ class StreamWorker:
         self._mode: str | None = None  # "end" (deleted), "handover" (lease lost, shutdown), "fenced" (another owner has it)
         self._source = None
         self._status = StreamStatus(id=spec.id, kind=spec.kind, generation=spec.generation, state="connecting", owner=owner,
-                                    estimators=estimators)  # fmt: skip
+                                    node=node, estimators=estimators)  # fmt: skip
         self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
         self.driver: StreamDriver | None = None
