@@ -132,8 +132,9 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, ray.exceptions.RayError) as err:  # an unreachable head, a missing auth token
             why = excerpt(str(err).split(". ")[0], 160)
-            hint = " (a head started by `ray start` wants RAY_AUTH_MODE=token and its token here)" if "token" in str(err).lower() else ""
-            raise ConfigError(f"cannot attach to the Ray cluster at {quoted(address)}: {why}{hint}") from None
+            # Ray 2.60 says only "failed to connect" when its head refused a driver without the token
+            hint = "is its head running, and does this process have its token (RAY_AUTH_MODE=token, ~/.ray/auth_token)?"
+            raise ConfigError(f"cannot attach to the Ray cluster at {quoted(address)}: {why}; {hint}") from None
     else:
         # A Ray of our own ("local": never a cluster `ray start` left on this machine) is this
         # machine's alone: its node address is loopback, and it offers the node roles the
