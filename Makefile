@@ -53,8 +53,9 @@ serve: models
 
 # The pipeline side by side (tracklens bench), the face detectors, an ingest process's memory as
 # streams come and go (~5 min), the MLLM estimator against a bare prefill (tiny shapes on a CPU,
-# 7B shapes on a GPU), then the live service (~20 min:
-# its memory run lasts BENCH_MINUTES); results in bench/results/.
+# 7B shapes on a GPU), then the live service (~23 min:
+# its memory run lasts BENCH_MINUTES; then two ingest nodes of a Ray cluster on this machine and
+# three node losses); results in bench/results/.
 BENCH_MINUTES ?= 10
 bench: models system $(SAMPLE)
 	$(TL) bench --video $(SAMPLE) --out bench/results

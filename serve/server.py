@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable
 
 from tracklens.pipeline.errors import ConfigError
-from tracklens.pipeline.urls import quoted
+from tracklens.pipeline.urls import excerpt, quoted
 
 __all__ = ["APP_NAME", "run_server"]
 
@@ -118,6 +118,7 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
     import logging
 
     import ray
+    import ray.exceptions
     import ray.serve
     from ray.serve.config import HTTPOptions
     from ray.serve.schema import LoggingConfig
@@ -127,7 +128,13 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
 
     say(f"tracklens: {f'attaching to the Ray cluster at {address}' if address else 'starting Ray on this machine'}")
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, ray.exceptions.RayError) as err:  # an unreachable head, a missing auth token
+            why = excerpt(str(err).split(". ")[0], 160)
+            # Ray 2.60 says only "failed to connect" when its head refused a driver without the token
+            hint = "is its head running, and does this process have its token (RAY_AUTH_MODE=token, ~/.ray/auth_token)?"
+            raise ConfigError(f"cannot attach to the Ray cluster at {quoted(address)}: {why}; {hint}") from None
     else:
         # A Ray of our own ("local": never a cluster `ray start` left on this machine) is this
         # machine's alone: its node address is loopback, and it offers the node roles the
@@ -138,20 +145,23 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
         _private_ray_token()
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its start-up INFO lines would bury ours
     try:
-        quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
-        # by default one proxy, on the head node: on a cluster the API is the head's (nodes of one
-        # machine would all bind the same port); a Serve already running keeps its own options
-        ray.serve.start(proxy_location=config.api.proxy_location, http_options=HTTPOptions(host=config.api.host, port=config.api.port),
-                        logging_config=quiet)  # fmt: skip
-        ray.serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False, logging_config=quiet)
-        where = "the head node's " if address and config.api.proxy_location == "HeadOnly" else ""
-        say(
-            f"tracklens: serving on {where}http://{config.api.host}:{config.api.port} (Redis {shown_url}; estimators: "
-            f"{estimators_label(config)}); the console: http://{config.api.host}:{config.api.port}/ in a browser; "
-            "Ctrl-C or SIGTERM stops it"
-        )
+        # stop signals count from here: one that comes while the app deploys still deletes it
         with stop_signals() as signals:
-            signals.event.wait()
+            quiet = LoggingConfig(log_level="WARNING", enable_access_log=False)
+            # by default one proxy, on the head node: on a cluster the API is the head's (nodes of
+            # one machine would all bind the same port); a Serve already running keeps its options
+            ray.serve.start(proxy_location=config.api.proxy_location,
+                            http_options=HTTPOptions(host=config.api.host, port=config.api.port), logging_config=quiet)  # fmt: skip
+            target = ray.serve.RunTarget(build_app(config), name=APP_NAME, route_prefix="/", logging_config=quiet)
+            ray.serve.run_many([target], wait_for_applications_running=False)
+            if _deployed(config, address, say, signals.event):
+                where = "the head node's " if address and config.api.proxy_location == "HeadOnly" else ""
+                say(
+                    f"tracklens: serving on {where}http://{config.api.host}:{config.api.port} (Redis {shown_url}; estimators: "
+                    f"{estimators_label(config)}); the console: http://{config.api.host}:{config.api.port}/ in a browser; "
+                    "Ctrl-C or SIGTERM stops it"
+                )
+                signals.event.wait()
             if address:
                 say(f"tracklens: {signals.name}: deleting the {APP_NAME} application (streams hand over their state); "
                     "the cluster goes on")  # fmt: skip
@@ -162,6 +172,33 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
         return 0
     finally:
         ray.shutdown()  # on a cluster: this driver disconnects, the cluster stays
+
+
+def _deployed(config, address: str | None, say, stop, wait_notice_s: float = 60.0) -> bool:
+    """Wait until the application runs (True) or a stop signal came first (False); says once
+    what it waits for when that takes long (a cluster whose nodes lack a role the replicas ask
+    for never places them). A failed deployment is a :class:`ConfigError`."""
+    import time
+
+    import ray.serve
+
+    started = time.monotonic()
+    noticed = False
+    while not stop.wait(1.0):
+        app = ray.serve.status().applications.get(APP_NAME)
+        state = getattr(app, "status", None)
+        if state == "RUNNING":
+            return True
+        if state == "DEPLOY_FAILED":
+            raise ConfigError(f"the {APP_NAME} application failed to deploy: {excerpt(app.message or 'no reason given', 200)}")
+        if not noticed and time.monotonic() - started > wait_notice_s:
+            from .app import deployment_options
+
+            roles = sorted({r for o in deployment_options(config).values() for r in o["ray_actor_options"].get("resources", {})})
+            where = f"nodes offering the roles {', '.join(roles)} (ray start --resources)" if address else "room on this machine"
+            say(f"tracklens: still deploying after {wait_notice_s:.0f} s; its replicas wait for {where}")
+            noticed = True
+    return False
 
 
 def _private_ray_token() -> None:
