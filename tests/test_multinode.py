@@ -4,7 +4,8 @@ real RTSP camera. One cluster for the module, kept small for a 2-core machine:
 
 - head: Serve's controller and proxy, and the API replica (role ``api``); no work role;
 - two ingest nodes (role ``ingest``, room for one ingest replica each);
-- a pool node (roles ``specialist`` and ``mllm``).
+- a pool node (roles ``specialist`` and ``mllm``: the specialist and the tiny offline VLM as the
+  MLLM pool).
 
 A node is removed the way a machine is lost (its processes killed at once). Every wait is a
 bounded poll that says what it waited for; nothing asserts wall time.
@@ -73,13 +74,19 @@ def cluster(tmp_path_factory, redis_url, models):
                 camera.stop()
 
 
-def _config(cluster: dict, **ingest) -> dict:
-    """A service config for the module's cluster, under a fresh Redis prefix."""
+def _config(cluster: dict, mllm=None, **ingest) -> dict:
+    """A service config for the module's cluster, under a fresh Redis prefix; with ``mllm`` (a
+    model folder) the MLLM pool runs it, on the pool node, with the specialist as fallback."""
+    estimator = {} if mllm is None else {"estimator": {"type": "routed", "primary": {
+        "type": "mllm", "mode": "constrained", "batch_size": 4,
+        "backend": {"type": "transformers", "model": str(mllm), "local_files_only": True, "device": "cpu"}}}}
     return {
+        **estimator,
         "store": {"url": cluster["redis"], "prefix": f"mn{uuid.uuid4().hex[:6]}"},
         "ingest": {"replicas": 2, "max_streams": 3, "lease_s": 3.0, "renew_s": 0.5, "snapshot_s": 1.0, "status_s": 0.5,
                    "end_grace_s": 5.0, "num_cpus": 0.25, "resources": {"ingest": 1}, **ingest},  # one replica per ingest node
-        "pools": {"specialist": {"num_cpus": 0.25, "resources": {"specialist": 0.01}}},
+        "pools": {"specialist": {"num_cpus": 0.25, "resources": {"specialist": 0.01}},
+                  "mllm": {"num_cpus": 0.25, "resources": {"mllm": 0.01}}},
         "api": {"port": cluster["port"], "num_cpus": 0.1, "resources": {"api": 0.01}},
     }  # fmt: skip
 
@@ -169,14 +176,14 @@ class _ApiWatch:
                         self.failures.append(f"{path}: {type(err).__name__}: {err}")
 
 
-def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_gets_new_streams(cluster):
+def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_gets_new_streams(cluster, tiny_whole):
     import ray.serve
     from tracklens.pipeline.config import ServeConfig
     from tracklens.pipeline.service.control import ControlPlane
     from tracklens.pipeline.store import RedisTrackStore
     from tracklens.serve.app import build_app
 
-    config = ServeConfig.model_validate(_config(cluster))
+    config = ServeConfig.model_validate(_config(cluster, mllm=tiny_whole))
     nodes = cluster["nodes"]
     base = f"http://127.0.0.1:{cluster['port']}"
     control = ControlPlane.from_config(config.store)
@@ -198,6 +205,10 @@ def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_g
 
         running = _wait("both streams live on the ingest nodes, with tracks", lambda: all(
             status(n)["state"] == "live" and tracked(n) for n in ("north", "south")) and {n: status(n) for n in ("north", "south")}, 240)  # fmt: skip
+        # the pools hold their roles, which only the pool node offers: the MLLM (the tiny VLM) answers from there
+        free = ray.available_resources()
+        assert free.get("mllm", 1.0) < 1.0 and free.get("specialist", 1.0) < 1.0, free
+        _wait("an estimate from the MLLM pool", lambda: any(t["sources"].get("mllm") for n in ("north", "south") for t in tracked(n)), 180)
         ingest_ids = {nodes["ingest-a"].node_id: "ingest-a", nodes["ingest-b"].node_id: "ingest-b"}
         placed = {name: ingest_ids.get(s["node"]) for name, s in running.items()}
         assert sorted(placed.values()) == ["ingest-a", "ingest-b"], (placed, running)  # one stream per ingest node
