@@ -149,15 +149,20 @@ def _check_folder(out: Path, resume: bool) -> _Folder:
     return folder
 
 
+def _warn_skipped(messages: list[str], what: str, say: Callable[[str], None]) -> None:
+    """A warning per skipped row, the first few named and the rest counted."""
+    for message in messages[:_SHOWN]:
+        say(f"tracklens: warning: {message}; row skipped")
+    if len(messages) > _SHOWN:
+        say(f"tracklens: warning: ... and {len(messages) - _SHOWN} more {what} rows skipped (all listed in run.json)")
+
+
 def _load_samples(path: str, say: Callable[[str], None], what: str) -> tuple[list, list[str]]:
     from ..evaluation.manifest import load_manifest
 
     skipped: list[str] = []
     samples = load_manifest(path, skipped=skipped)
-    for message in skipped[:_SHOWN]:
-        say(f"tracklens: warning: {message}; row skipped")
-    if len(skipped) > _SHOWN:
-        say(f"tracklens: warning: ... and {len(skipped) - _SHOWN} more {what} rows skipped (all listed in run.json)")
+    _warn_skipped(skipped, what, say)
     return samples, skipped
 
 
@@ -173,10 +178,7 @@ def _prepare_rows(samples: list, detector, crop_cfg, say: Callable[[str], None])
         chunk = build_crops(samples[start : start + CHUNK_ROWS], detector, crop_cfg, start=start)
         rows += [RowCrop(None, r.face, r.found, r.invalid) for r in chunk]
     invalid = [f"{samples[i].where}: {r.invalid}" for i, r in enumerate(rows) if r.face is None]
-    for message in invalid[:_SHOWN]:
-        say(f"tracklens: warning: {message}; row skipped")
-    if len(invalid) > _SHOWN:
-        say(f"tracklens: warning: ... and {len(invalid) - _SHOWN} more training rows skipped (all listed in run.json)")
+    _warn_skipped(invalid, "training", say)
     return [i for i, r in enumerate(rows) if r.face is not None], rows, invalid
 
 
@@ -464,7 +466,8 @@ class _Run:
     def _trained_config(self, weights: str) -> dict:
         """The config with the trained MLLM: for analyze, eval and serve."""
         document = self.config.model_dump(mode="json", exclude={"finetune"})
-        backend = dict(document["estimator"]["backend"] if document["estimator"]["type"] == "mllm" else document["estimator"]["primary"]["backend"])
+        estimator = document["estimator"] if document["estimator"]["type"] == "mllm" else document["estimator"]["primary"]
+        backend = estimator["backend"]
         if self.cfg.method == "lora":
             backend["adapter"] = str((self.folder / "adapter").resolve())
         else:
@@ -472,10 +475,6 @@ class _Run:
         backend["dtype"] = weights  # the dtype the "after" numbers were measured in
         # what estimates name as their model: the run, not this machine's folders
         backend["model_id"] = f"{self.mllm.backend.model}+finetune:{self.folder.path.resolve().name}"
-        if document["estimator"]["type"] == "mllm":
-            document["estimator"]["backend"] = backend
-        else:
-            document["estimator"]["primary"]["backend"] = backend
         return document
 
     def _report(self, before: dict, after: dict, val: list, weights: str) -> None:

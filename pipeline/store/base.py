@@ -10,7 +10,7 @@ from ..summary import EstimatePoint, TrackSummary
 if TYPE_CHECKING:
     from ..demographics import BucketCounts
 
-__all__ = ["Fence", "FencedStore", "TrackRecord", "TrackStore"]
+__all__ = ["Fence", "FencedStore", "StoreView", "TrackRecord", "TrackStore"]
 
 
 @dataclass(frozen=True)
@@ -114,18 +114,15 @@ class TrackStore(Protocol):
     def close(self) -> None: ...
 
 
-class FencedStore:
-    """One stream owner's view of a shared store: every record it writes carries its
-    :class:`Fence`; reads pass through. Closing it leaves the shared store open."""
+class StoreView:
+    """A store in front of another (``inner``): every read passes through; subclasses decide
+    what writing and closing do."""
 
-    def __init__(self, inner: TrackStore, fence: Fence) -> None:
-        self.inner, self.fence = inner, fence
+    def __init__(self, inner: TrackStore) -> None:
+        self.inner = inner
 
     def next_epoch(self, stream: str) -> int:
         return self.inner.next_epoch(stream)
-
-    def put(self, records: list[TrackRecord]) -> int:
-        return self.inner.put([replace(r, fence=self.fence) for r in records])
 
     def get(self, key: str) -> TrackSummary | None:
         return self.inner.get(key)
@@ -147,6 +144,18 @@ class FencedStore:
 
     def events(self, stream: str, count: int = 100) -> list[dict]:
         return self.inner.events(stream, count)
+
+
+class FencedStore(StoreView):
+    """One stream owner's view of a shared store: every record it writes carries its
+    :class:`Fence`; reads pass through. Closing it leaves the shared store open."""
+
+    def __init__(self, inner: TrackStore, fence: Fence) -> None:
+        super().__init__(inner)
+        self.fence = fence
+
+    def put(self, records: list[TrackRecord]) -> int:
+        return self.inner.put([replace(r, fence=self.fence) for r in records])
 
     def close(self) -> None:
         pass

@@ -20,14 +20,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..errors import StoreError
-from ..summary import EstimatePoint, TrackSummary
-from .base import TrackRecord, TrackStore
-
-if TYPE_CHECKING:
-    from ..demographics import BucketCounts
+from ..summary import TrackSummary
+from .base import StoreView, TrackRecord, TrackStore
 
 __all__ = ["BufferedTrackStore", "DeliveryStats"]
 
@@ -55,7 +51,7 @@ class DeliveryStats:
     last_error: str | None = None
 
 
-class BufferedTrackStore:
+class BufferedTrackStore(StoreView):
     """Wraps a :class:`TrackStore` whose writes may fail for a while; reads pass through.
 
     Thread-safe: many streams of a process write through one buffer. Its lock guards only
@@ -82,7 +78,7 @@ class BufferedTrackStore:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.max_pending = max_pending
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
@@ -111,9 +107,6 @@ class BufferedTrackStore:
     def available(self) -> bool:
         """False while the store is in an outage (writes are being buffered)."""
         return self.pending == 0
-
-    def next_epoch(self, stream: str) -> int:
-        return self.inner.next_epoch(stream)
 
     def put(self, records: list[TrackRecord]) -> int:
         """Write ``records``, or keep them for later; returns how many the store applied now.
@@ -212,21 +205,6 @@ class BufferedTrackStore:
     def _unsent(self, key: str) -> TrackRecord | None:
         with self._lock:
             return self._pending.get(key) or self._sending.get(key)
-
-    def tracks(self, stream: str, newest: int | None = None) -> list[TrackSummary]:
-        return self.inner.tracks(stream, newest)
-
-    def active(self, stream: str) -> list[TrackSummary]:
-        return self.inner.active(stream)
-
-    def estimates(self, key: str) -> list[EstimatePoint]:
-        return self.inner.estimates(key)
-
-    def demographics(self, stream: str, bucket_s: int, start: float, end: float) -> list[BucketCounts]:
-        return self.inner.demographics(stream, bucket_s, start, end)
-
-    def events(self, stream: str, count: int = 100) -> list[dict]:
-        return self.inner.events(stream, count)
 
     def close(self) -> None:
         """Deliver what is pending (for up to ``drain_s``), then close the inner store.
