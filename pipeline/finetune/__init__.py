@@ -5,7 +5,8 @@ Needs torch, transformers and (for LoRA) peft: ``pip install 'tracklens[finetune
 modules import them on use.
 """
 
-from .run import run_finetune, split_rows
+from .rows import split_rows
+from .run import run_finetune
 from .synthetic import write_people
 
 __all__ = ["run_finetune", "split_rows", "write_people"]
