@@ -218,7 +218,7 @@ def main() -> None:
     from tracklens.pipeline.detectors import build_detector
     from tracklens.pipeline.estimators import build_estimator
     from tracklens.pipeline.models import ModelCache
-    from tracklens.pipeline.service.control import ControlPlane
+    from tracklens.pipeline.service.control import ControlPlane, Owner
     from tracklens.pipeline.service.ingest import IngestNode
     from tracklens.pipeline.store import build_store
 
@@ -243,7 +243,7 @@ def main() -> None:
         estimator = build_estimator(SpecialistEstimatorConfig(), models)  # in the service: another replica
         steps.append(sample("estimator"))
         control, store = ControlPlane(redis.url, config.store.prefix), build_store(config.store)
-        node = IngestNode(config, detectors, store, control, _Specialist(estimator), "bench", "specialist only").start()
+        node = IngestNode(config, detectors, store, control, _Specialist(estimator), Owner.here("bench"), "specialist only").start()
         watch = _Watch(node)
         url = camera.url()
         print("1 stream:", flush=True)

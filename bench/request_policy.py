@@ -29,7 +29,7 @@ def run(video: Path, crops: dict, out: Path) -> list:
 
     config = PipelineConfig.model_validate({"crops": crops})
     result = Analysis(video, config, out).run()
-    return result.tracks
+    return result.summaries
 
 
 def row(scene: str, policy: str, track) -> dict:

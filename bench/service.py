@@ -9,11 +9,14 @@ crossing a brick wall, 25 fps, H.264 at 4 Mb/s). Three parts, one run:
    the largest N at which every stream keeps >= 95% of its rate with < 5% of its frames
    dropped. Beside it, the compute bound: cores / the CPU cost of one stream (all processes
    but the camera, one stream minus the idle service, measured in the same run).
-2. **Frame -> estimate latency**, p50/p95, with the MLLM pool idle and overloaded ~5x. The
-   MLLM is an OpenAI-compatible endpoint emulated here with a fixed per-crop service time of
-   0.5 s (this machine has no GPU, and a real VLM runs ~1 crop/s on its CPU): 64 slots (idle),
-   then 1 slot (overloaded), for two streams of three people whose tracks keep asking
-   (refresh every 0.5 s, no confidence stop), so the load is steady.
+2. **Frame -> estimate latency**, p50/p95, with the MLLM pool idle, overloaded ~5x at one
+   replica, and overloaded with autoscaling on (its running replicas sampled every second),
+   and the crops each pool answered. The MLLM is an OpenAI-compatible endpoint emulated here
+   with a fixed per-crop service time of 0.5 s (this machine has no GPU, and a real VLM runs
+   ~1 crop/s on its CPU); each pool replica stands for one GPU: 64 crops at once (idle), then
+   1 (overloaded), for two streams of three people whose tracks keep asking (refresh every
+   0.5 s, no confidence stop), so the load is steady. Printed side by side with the router
+   layout's figures (``bench/results/service_router_layout.json``, commit c8e94b1).
 3. **Memory** (RSS of the ingest replica) of one live stream over ``--minutes``.
 4. **Two ingest nodes** of a real Ray cluster on this machine (``LoopbackRayCluster``: a head
    with the API, two ingest nodes with one ingest replica each, a pool node with the
@@ -22,7 +25,7 @@ crossing a brick wall, 25 fps, H.264 at 4 Mb/s). Three parts, one run:
    live again on the other node), ``--losses`` times, the lost node added back each time.
 
 Usage: ``.venv/bin/python bench/service.py [--minutes 10] [--window 30] [--losses 3] [--parts live,latency,memory,two_nodes]
-[--out bench/results/service.json]``
+[--out bench/results/service.json]``; the parts not run keep their last results in ``--out``.
 """
 
 from __future__ import annotations
@@ -194,19 +197,44 @@ def live_streams(camera: RtspCamera, redis_url: str, window_s: float, max_stream
             "sustained_over_bound_on_cores_left": None if not left else round(sustained / left, 2)}  # fmt: skip
 
 
-def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: float = 0.5) -> dict:
-    """Part 2: frame -> estimate latency with the MLLM pool idle, then overloaded about 5x.
+#: The MLLM pool in each latency phase: replicas (a number, or (min, max) with autoscaling on)
+#: and the crops each replica takes at once. A replica stands for one GPU running the model.
+LATENCY_PHASES = {"idle": (1, 64), "overload": (1, 1), "overload_autoscaling": ((1, 4), 1)}
 
-    The emulated MLLM answers each crop in ``service_s`` (a GPU VLM's per-crop time). Idle: 64
-    slots (the pool's capacity ~100x the crop rate). Overloaded: 1 slot, capacity
-    1/``service_s`` crops/s, while two streams of three people each ask about every track
-    every 0.5 s (~5-6x that capacity; the measured factor is reported)."""
+
+def _mllm_replicas() -> int:
+    """Running replicas of the MLLM pool now."""
+    import ray.serve
+
+    try:
+        pool = ray.serve.status().applications["tracklens"].deployments["MLLMPool"]
+    except KeyError:
+        return 0
+    return int(pool.replica_states.get("RUNNING", 0))
+
+
+def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: float = 0.5) -> dict:
+    """Part 2: frame -> estimate latency with the MLLM pool idle, overloaded about 5x at a fixed
+    size, and overloaded with autoscaling on.
+
+    The emulated MLLM answers each crop in ``service_s`` (a GPU VLM's per-crop time) and has
+    slots for every crop the pool can send; the pool's replicas are the limit: each stands for
+    one GPU running the model in process, taking ``slots`` crops at once
+    (``max_ongoing_requests``). Idle: one replica of 64 slots (capacity ~10x the crop rate).
+    Overloaded: one replica of 1 slot, capacity 1/``service_s`` crops/s, while two streams of
+    three people each ask about every track every 0.5 s (~5x that capacity; the measured factor
+    is reported). With autoscaling: the same, the pool free to grow to 4 replicas (target 1
+    request per replica, 2 s upscale delay); its running replicas are sampled every second
+    from when the streams are added."""
     from tracklens.pipeline.service.control import ControlPlane
 
     endpoint = MllmEndpoint()
     results = {}
-    for phase, slots in (("idle", 64), ("overload", 1)):
+    for phase, (replicas, slots) in LATENCY_PHASES.items():
         port = free_port()
+        most = replicas[1] if isinstance(replicas, tuple) else replicas
+        size = ({"num_replicas": "auto", "min_replicas": replicas[0], "max_replicas": replicas[1], "target_ongoing_requests": 1,
+                 "upscale_delay_s": 2.0} if isinstance(replicas, tuple) else {"num_replicas": replicas})  # fmt: skip
         config = _config(
             redis_url, port,
             estimator={"type": "routed", "primary": {"type": "mllm", "mode": "free", "backend": {
@@ -215,13 +243,23 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
             # a load test: every track asked about every 0.5 s, settled or not
             crops={"confirm_after_s": 0.5, "refresh_s": 0.5, "per_minute": 120, "expression_refresh_s": 0.5, "max_requests": 100000},
             aggregation={"confident_age_std": 0.01},
-            pools={"mllm": {"max_ongoing_requests": slots, "max_queued_requests": slots}},
+            pools={"mllm": {**size, "max_ongoing_requests": slots, "max_queued_requests": slots}},
             router={"latency_budget_s": 10.0},
         )  # fmt: skip
-        endpoint.set(service_s=service_s, concurrency=slots)
+        endpoint.set(service_s=service_s, concurrency=slots * most)
         control = ControlPlane(redis_url, config.store.prefix)
         service = Service(config)
         names = ["door", "hall"]
+        added = time.monotonic()
+        timeline: list[tuple[float, int]] = []
+        sampling = threading.Event()
+
+        def sample(added=added, timeline=timeline, sampling=sampling) -> None:
+            while not sampling.wait(1.0):
+                timeline.append((round(time.monotonic() - added, 1), _mllm_replicas()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         for name in names:
             service.add(name, camera.url())
         service.wait_live(names)
@@ -234,6 +272,8 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
             in_flight.append(control.in_flight())
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
+        sampling.set()
+        sampler.join()
         m1 = control.metrics()
         samples = sorted(control.latencies())
         routed = {s: m1.get(f"routed:{s}", 0) - m0.get(f"routed:{s}", 0) for s in ("mllm", "specialist")}
@@ -241,14 +281,21 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
         confirmed = [t for name in names for t in service.http.get(f"/v1/streams/{name}/tracks").json() if t["frames"] >= 10]
         estimated = sum(1 for t in confirmed if sum(t["sources"].values()) > 0)
         q = (lambda f: round(samples[min(len(samples) - 1, int(f * len(samples)))], 3)) if samples else (lambda f: None)
-        capacity = slots / service_s
+        capacity = slots / service_s  # of one replica
+        counts = [n for _, n in timeline]
         results[phase] = {
-            "mllm_service_s": service_s, "mllm_slots": slots, "mllm_capacity_per_s": round(capacity, 2),
-            "crops_per_s": round(crops_per_s, 2), "load_over_capacity": round(crops_per_s / capacity, 2),
+            "mllm_service_s": service_s, "mllm_slots_per_replica": slots, "mllm_replicas": list(replicas) if isinstance(replicas, tuple) else replicas,
+            "mllm_capacity_per_s_one_replica": round(capacity, 2),
+            "crops_per_s": round(crops_per_s, 2), "load_over_one_replica": round(crops_per_s / capacity, 2),
             "latency_p50_s": q(0.5), "latency_p95_s": q(0.95), "samples": len(samples),
-            "share": {s: round(n / max(sum(routed.values()), 1), 3) for s, n in routed.items()},
+            "answered_by": routed, "share": {s: round(n / max(sum(routed.values()), 1), 3) for s, n in routed.items()},
+            "mllm_answers_per_s": round(routed["mllm"] / elapsed, 2),
             "confirmed_tracks": len(confirmed), "estimated_tracks": estimated, "max_mllm_in_flight": max(in_flight, default=0),
             "fallbacks": {k.split(":")[1]: m1[k] - m0.get(k, 0) for k in m1 if k.startswith("fallback:")},
+            "late_mllm_answers_used": m1.get("late:mllm", 0) - m0.get("late:mllm", 0),
+            "mllm_replicas_over_time": timeline, "mllm_replicas_max": max(counts, default=0),
+            "first_scale_up_s": next((t for t, n in timeline if n > counts[0]), None) if counts else None,
+            "window_s": round(elapsed, 1), "window_starts_s": round(t0 - added, 1),
         }  # fmt: skip
         print(f"  {phase}: {results[phase]}", flush=True)
         service.stop()
@@ -259,12 +306,32 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
     return results
 
 
+#: The latency part as measured before routing moved into ingest (commit c8e94b1: every crop
+#: went through one ``EstimatorRouter`` replica, which shed the MLLM's overflow itself).
+ROUTER_LAYOUT = REPO / "bench" / "results" / "service_router_layout.json"
+
+
+def compare_latency(now: dict, before_path: Path) -> str:
+    """The latency phases side by side with the router layout's (its committed results)."""
+    before = json.loads(before_path.read_text())["latency"] if before_path.exists() else {}
+    rows = [("router layout (c8e94b1)", before.get("idle"), before.get("overload")),
+            ("routing in ingest, 1 replica", now.get("idle"), now.get("overload")),
+            ("routing in ingest, autoscaling", None, now.get("overload_autoscaling"))]  # fmt: skip
+    lines = ["layout                          idle p50/p95 s   overload p50/p95 s   overload MLLM share   MLLM replicas"]
+    for name, idle, over in rows:
+        cell = (lambda r: f"{r['latency_p50_s']}/{r['latency_p95_s']}" if r else "-")
+        share = f"{over['share']['mllm']:.2f}" if over else "-"
+        replicas = over.get("mllm_replicas_max", 1) if over else "-"
+        lines.append(f"{name:32}{cell(idle):17}{cell(over):21}{share:22}{replicas}")
+    return "\n".join(lines)
+
+
 def memory(camera: RtspCamera, redis_url: str, minutes: float) -> dict:
     """Part 3: RSS of the ingest replica running one live stream, sampled every 30 s."""
     service = Service(_config(redis_url, free_port()))
     service.add("door", camera.url())
     service.wait_live(["door"])
-    pid = int(service.status("door")["owner"].rsplit(":", 1)[1])
+    pid = service.status("door")["owner"]["pid"]
     samples = []
     t0 = time.monotonic()
     while True:
@@ -308,7 +375,7 @@ def two_nodes(camera: RtspCamera, redis_url: str, window_s: float, losses: int) 
             for s in streams:
                 analysed = after[s]["frames_analysed"] - before[s]["frames_analysed"]
                 dropped = after[s]["frames_dropped"] - before[s]["frames_dropped"]
-                per[s] = {"node": names.get(after[s]["node"]), "fps": round(analysed / elapsed, 2),
+                per[s] = {"node": names.get(after[s]["owner"]["node"]), "fps": round(analysed / elapsed, 2),
                           "dropped_share": round(dropped / max(analysed + dropped, 1), 4)}  # fmt: skip
             ok = all(p["fps"] >= 9.5 and p["dropped_share"] < 0.05 for p in per.values())
             runs.append({"streams_per_ingest_node": per_node, "per_stream": per, "real_time": ok})
@@ -319,7 +386,7 @@ def two_nodes(camera: RtspCamera, redis_url: str, window_s: float, losses: int) 
             statuses = {s: service.status(s) for s in streams}
             held: dict[str, list[str]] = {}
             for s, st in statuses.items():
-                held.setdefault(names[st["node"]], []).append(s)
+                held.setdefault(names[st["owner"]["node"]], []).append(s)
             lost = max(held, key=lambda n: len(held[n]))
             moved = {s: statuses[s]["owner"] for s in held[lost]}
             lost_id = cluster.nodes[lost].node_id
@@ -329,7 +396,7 @@ def two_nodes(camera: RtspCamera, redis_url: str, window_s: float, losses: int) 
             while len(taken) < len(moved) and time.monotonic() - killed < 120:
                 for s, owner in moved.items():
                     st = service.status(s)
-                    if s not in taken and st["owner"] not in (None, owner) and st["node"] != lost_id and st["state"] == "live":
+                    if s not in taken and st["owner"] not in (None, owner) and st["owner"]["node"] != lost_id and st["state"] == "live":
                         taken[s] = round(time.monotonic() - killed, 2)
                 time.sleep(0.1)
             takeovers.append({"lost": lost, "streams": len(moved), "takeover_s": taken, "all_taken": len(taken) == len(moved)})
@@ -377,33 +444,43 @@ def main() -> None:
     (work / "redis").mkdir()
     redis = RedisServer(work / "redis").start()
     camera = RtspCamera(work / "cam", width=1280, height=720, person_px=300, bitrate_kbps=4000).start()
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": os.cpu_count(), "host": socket.gethostname()}
+    # the parts not run this time are kept from the last run, each with its own date
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result.update(cores=os.cpu_count(), host=socket.gethostname())
+    when = time.strftime("%Y-%m-%dT%H:%M:%S")
     parts = set(args.parts.split(","))
     try:
         if "live" in parts:
             print("live streams in real time (720p, 10 fps analysis):", flush=True)
-            result["live_streams"] = live_streams(camera, redis.url, args.window, args.max_streams)
+            result["live_streams"] = {"when": when, **live_streams(camera, redis.url, args.window, args.max_streams)}
         if "latency" in parts:
             print("frame -> estimate latency, MLLM pool idle and overloaded ~5x:", flush=True)
             crowd = RtspCamera(work / "crowd", width=1280, height=720, person_px=220, people=3, bitrate_kbps=4000).start()
             try:
-                result["latency"] = latency(crowd, redis.url, args.window)
+                result["latency"] = {"when": when, **latency(crowd, redis.url, args.window)}
             finally:
                 crowd.stop()
         if "memory" in parts:
             print(f"memory of one live stream over {args.minutes:g} minutes:", flush=True)
-            result["memory"] = memory(camera, redis.url, args.minutes)
+            result["memory"] = {"when": when, **memory(camera, redis.url, args.minutes)}
             print(f"  {result['memory']}", flush=True)
         if "two_nodes" in parts:
             ray.shutdown()  # the parts before ran on a Ray of this machine alone
             print(f"two ingest nodes of a Ray cluster on this machine, {args.losses} node losses:", flush=True)
-            result["two_nodes"] = two_nodes(camera, redis.url, args.window, args.losses)
+            result["two_nodes"] = {"when": when, **two_nodes(camera, redis.url, args.window, args.losses)}
     finally:
         ray.shutdown()
         camera.stop()
         redis.stop()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for part in ("live_streams", "latency", "memory", "two_nodes"):  # parts of a run before parts had dates
+        if part in result and "when" not in result[part]:
+            result[part] = {"when": result.get("when"), **result[part]}
+    result.pop("when", None)
+    if "latency" in parts:
+        print(compare_latency(result["latency"], ROUTER_LAYOUT), flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

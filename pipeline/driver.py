@@ -1,31 +1,40 @@
-"""The stream driver: the loop body of every stream, between its perception and its track book.
+"""The stream driver: every stream's loop, between its source, its perception and its track book.
 
 ``frames -> perception -> (start/end events, crops) -> estimates -> track book -> store``.
-The CLI's ``analyze``, the bench, file jobs and the service's streams all run this one driver;
-only how crops get estimated differs, behind :data:`Submit`: in line in one process
-(:class:`InlineEstimates`: the answers are there by the next settle), on replica pools in the
-service (the answers come back later, on another thread, possibly in parts, possibly more than
-one per crop: the track book fuses late estimates).
+The CLI's ``analyze``, the bench, file jobs and the service's streams all run this one driver
+(:meth:`StreamDriver.run` feeds it a source); only how crops get estimated differs, behind
+:data:`Submit`: in line in one process (:class:`InlineEstimates`: the answers are there by the
+next settle), on replica pools in the service (the answers come back later, on another thread,
+possibly in parts, possibly more than one per crop: the track book fuses late estimates).
 """
 
 from __future__ import annotations
 
 import queue
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from .perception import Perception, PerceptionBatch
+from .sources import FrameSource, LiveSource
 from .store import TrackRecord
 from .trackbook import TrackBook
 from .types import Crop, Estimate, Frame
 
-__all__ = ["Deliver", "InlineEstimates", "StreamDriver", "Submit"]
+__all__ = ["Deliver", "InlineEstimates", "StopFlag", "StreamDriver", "Submit"]
 
 #: ``deliver(crops, estimates)``: one estimate per crop of this part, or None when the part got
 #: no answer; may be called from any thread, once or more per submitted batch.
 Deliver = Callable[[list[Crop], list[Estimate] | None], None]
 #: ``submit(crops, deliver)``: send crops for estimation; returns at once or after answering.
 Submit = Callable[[list[Crop], Deliver], None]
+
+
+class StopFlag(Protocol):
+    """Anything with ``is_set()``: a ``threading.Event``, or several combined."""
+
+    def is_set(self) -> bool: ...
 
 
 class InlineEstimates:
@@ -60,6 +69,12 @@ class StreamDriver:
         on_requested: called with the crops of each request (the service keeps face crops).
         on_applied: called with the estimates applied at each settle (the service measures
             their latency).
+
+    Attributes:
+        tracks_ended: tracks whose end was written.
+        answered: estimates applied, per source (``mllm``, ``specialist``).
+        invalid: estimates applied that were not usable, per reason (its part before a colon:
+            ``refusal``, ``off-format``, ``backend error``...).
     """
 
     def __init__(
@@ -74,6 +89,45 @@ class StreamDriver:
         self.on_requested, self.on_applied = on_requested, on_applied
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.tracks_ended = 0
+        self.answered: Counter = Counter()
+        self.invalid: Counter = Counter()
+
+    def run(self, source: FrameSource, batch_frames: int, stop: StopFlag,
+            on_batch: Callable[[PerceptionBatch | None], None] | None = None) -> bool:  # fmt: skip
+        """Feed ``source`` through the driver until it ends (True) or ``stop`` is set (False).
+
+        A file's frames go in batches of ``batch_frames``; at a stop, the frames of an
+        unfinished batch are dropped, so a stop is prompt. A live source's frames go as they
+        come (up to ``batch_frames`` at once); while none come for half a second, the estimates
+        that came back are applied all the same. ``on_batch`` is called after each step with
+        its batch (None after a step without frames). The tracks still open are left open:
+        the caller ends them (:meth:`finish`) or hands them over.
+        """
+        if isinstance(source, LiveSource):
+            while not stop.is_set():
+                frames = source.read(batch_frames, timeout_s=0.5)
+                if not frames and source.done:
+                    return True
+                batch = self.step(frames) if frames else None
+                if batch is None:
+                    self.settle()
+                if on_batch is not None:
+                    on_batch(batch)
+            return False
+        frames: list[Frame] = []
+        for frame in source:
+            if stop.is_set():
+                return False
+            frames.append(frame)
+            if len(frames) >= batch_frames:
+                batch, frames = self.step(frames), []
+                if on_batch is not None:
+                    on_batch(batch)
+        if frames and not stop.is_set():
+            batch = self.step(frames)
+            if on_batch is not None:
+                on_batch(batch)
+        return not stop.is_set()
 
     def step(self, frames: list[Frame]) -> PerceptionBatch:
         """Analyse consecutive frames: perception, their events to the book, their crops out
@@ -97,6 +151,10 @@ class StreamDriver:
                 continue
             for key, needs in self.book.apply(estimates).items():
                 self.perception.set_needs(key, needs)
+            for est in estimates:
+                self.answered[est.source] += 1
+                if not est.valid:
+                    self.invalid[(est.reason or "invalid").split(":")[0]] += 1
             applied += estimates
         if applied and self.on_applied is not None:
             self.on_applied(applied)

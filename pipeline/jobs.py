@@ -1,72 +1,54 @@
-"""One analysis of one source, start to end: the run loop that every front-end calls.
+"""One analysis of one video, start to end, and how it ended: every front-end runs this.
 
-:class:`Analysis` checks everything it can before the first frame (output paths writable
-and not the input, the video readable or the live stream reachable, the store reachable,
-the models and the MLLM endpoint usable) and raises a :class:`~.errors.TracklensError`
-naming the problem. :meth:`Analysis.run` then analyses, and on every exit path (end of
-file, a file that breaks off, a live stream that gives up, a stop request, an output error,
-a bug) ends the open tracks, writes them, finalises the annotated video and delivers the
-store's buffered writes or counts them. Presentation (progress bars, tables, exit statuses)
-belongs to the front-end.
+A :class:`~.summary.JobResult` is how any analysis of a video ended: the CLI's ``analyze``
+reports one, and a file job of the service records one (``GET /v1/jobs/{id}``). A video file is
+opened for either by :func:`open_file` (probed first, so its length gives the progress; a job taken over
+goes on after the last frame its snapshot saw), and fed to the stream driver by
+:meth:`~.driver.StreamDriver.run`, as a live stream is.
+
+:class:`Analysis` (the CLI's run) checks everything it can before the first frame (output
+paths writable and not the input, the video readable or the live stream reachable, the store
+reachable, the models and the MLLM endpoint usable) and raises a
+:class:`~.errors.TracklensError` naming the problem. :meth:`Analysis.run` then analyses, and on
+every exit path (end of file, a file that breaks off, a live stream that gives up, a stop
+request, an output error, a bug) ends the open tracks, writes them, finalises the annotated
+video and delivers the store's buffered writes or counts them. Presentation (progress bars,
+tables, exit statuses) belongs to the front-end.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import PipelineConfig
 from .errors import OutputError
 from .models import ModelCache
 from .outputs import OutputLock, TrackLog, check_output_folder, check_video_output
-from .runner import RunStats, StageSet, StreamAnalyzer, analyze
-from .sources import file_path, is_live, open_source, probe
+from .runner import StageSet, StreamAnalyzer, analyze
+from .sources import FileSource, file_path, is_live, open_source, probe
 from .store import BufferedTrackStore, build_store
-from .summary import TrackSummary
+from .summary import JobResult, TrackSummary
 from .types import FrameResult
 from .urls import redact_url
 
-__all__ = ["Analysis", "JobResult"]
+__all__ = ["Analysis", "JobResult", "open_file"]
 
 
-@dataclass
-class JobResult:
-    """What a run produced and what went wrong on the way (None / 0 when nothing did).
+def open_file(video: str | Path, stream: str, fps: float | None, skip_through: int = -1) -> tuple[FileSource, int | None]:
+    """A video file opened for analysis, and the frames it should give (None: its length is
+    unknown). ``skip_through``: the index of the last frame already analysed (a job taken
+    over); the frames up to it are decoded, not handed on.
 
-    Attributes:
-        tracks: final summaries of the tracks, in the order they ended (as in tracks.jsonl).
-        tracks_path: tracks.jsonl once it was made final (None when a write failed: the
-            older tracks.jsonl, if any, was left in place).
-        tracks_kept: after a failed write, the ``.partial`` holding the tracks written
-            before it (None when there were none).
-        annotated: the annotated video once it was finalised.
-        stopped: the run was stopped by a request (signal) before the end of the video.
-        source_error: the video broke off or ended short of its declared length, or the
-            live stream gave up.
-        output_error: an output could not be written; the run stopped there.
-        store_undelivered: tracks whose latest state never reached the store.
-        store_error: the store's last error, when some writes did not reach it.
-        recovered_partial: an earlier run's unfinished tracks.jsonl, kept under this name.
+    Raises:
+        InputError: the file is missing or cannot be read as a video.
     """
-
-    stats: RunStats
-    tracks: list[TrackSummary] = field(default_factory=list)
-    tracks_path: Path | None = None
-    tracks_kept: Path | None = None
-    annotated: Path | None = None
-    stopped: bool = False
-    source_error: str | None = None
-    output_error: str | None = None
-    store_undelivered: int = 0
-    store_error: str | None = None
-    recovered_partial: Path | None = None
-
-    @property
-    def backend_failures(self) -> int:
-        """Estimates that failed because the estimator's backend did (not refusals)."""
-        return self.stats.invalid_reasons.get("backend error", 0)
+    path = file_path(video)
+    duration = probe(path).get("duration_s")
+    source = FileSource(path, stream=stream, fps=fps, skip_through=skip_through)
+    return source, int(duration * source.analysis_fps) if duration else None
 
 
 class _EitherSet:
@@ -111,21 +93,23 @@ class Analysis:
         inputs = () if self.live else (file_path(video),)
         self.tracks_path = check_output_folder(Path(out_dir), "tracks.jsonl", inputs=inputs)
         self.annotate = check_video_output(Path(annotate), inputs=(*inputs, self.tracks_path)) if annotate else None
-        self.info = {} if self.live else probe(inputs[0])
         self.store_url = redact_url(config.store.url) if config.store.type == "redis" else None
+        self.expected_frames: int | None = None
         self._opened: list = []
         try:
+            if not self.live:  # a file that cannot be read is refused before any model loads
+                self.source, self.expected_frames = open_file(inputs[0], config.stream, config.source.fps)
+                self._own(self.source)
             self.store = self._own(build_store(config.store))
             self.stages = self._own(StageSet.build(config, models or ModelCache()))
-            self.source = self._own(open_source(video, stream=config.stream, fps=config.source.fps, live=config.source.live))
+            if self.live:
+                self.source = self._own(open_source(video, stream=config.stream, fps=config.source.fps, live=config.source.live))
             # Last, so a run refused for any other reason leaves the folder as it was; first in
             # line, so it is let go only after everything else has closed.
             self._opened.insert(0, OutputLock(self.tracks_path.parent))
         except BaseException:
             self.close()
             raise
-        duration = self.info.get("duration_s")
-        self.expected_frames = int(duration * self.source.analysis_fps) if duration else None
 
     def _own(self, resource):
         self._opened.append(resource)
@@ -139,19 +123,30 @@ class Analysis:
         Output errors stop the run and are reported in the result; anything unexpected is
         re-raised after the outputs were written.
         """
-        halt, finished = threading.Event(), threading.Event()
+        halt = threading.Event()
         log = TrackLog(self.tracks_path)
-        result = JobResult(stats=RunStats(), recovered_partial=log.recovered)
+        summaries: list[TrackSummary] = []
+        output_error: list[str] = []  # the first one stops the run
+
+        def guard(action: Callable):
+            """Run an output action; an :class:`OutputError` is recorded (the first one) and
+            stops the run instead of unwinding through the analysis."""
+            try:
+                return action()
+            except OutputError as err:
+                output_error.append(str(err))
+                halt.set()
+                return None
 
         def track_ended(summary: TrackSummary) -> None:
-            result.tracks.append(summary)
-            self._guard(lambda: log.write(summary), result, halt)
+            summaries.append(summary)
+            guard(lambda: log.write(summary))
 
         analyzer = StreamAnalyzer(
             self.config, self.stages, self.store, self.source.analysis_fps, self.config.stream, on_track_end=track_ended
         )
-        result.stats = analyzer.stats
         annotator = None
+        started = time.monotonic()
         try:
             if self.annotate is not None:
                 from .annotate import Annotator
@@ -160,46 +155,28 @@ class Analysis:
 
             def frame_done(frame: FrameResult) -> None:
                 if annotator is not None:
-                    self._guard(lambda: annotator(frame), result, halt)
+                    guard(lambda: annotator(frame))
                 if on_frame is not None:
                     on_frame(frame)
 
-            either = _EitherSet(stop, halt)
-            if self.live:  # a live source blocks while it reconnects: a stop must wake it
-                threading.Thread(target=self._stop_when, args=(either, finished), daemon=True).start()
-            analyze(self.source, analyzer, frame_done, stop=either)
+            analyze(self.source, analyzer, frame_done, stop=_EitherSet(stop, halt))
         finally:
-            finished.set()
-            result.stopped = bool(stop is not None and stop.is_set())
-            result.source_error = getattr(self.source, "error", None)
+            outputs: dict = {"recovered_partial": log.recovered, "summaries": summaries}
             if annotator is not None:
-                result.annotated = self._guard(annotator.close, result, halt)
-            result.tracks_path = self._guard(log.commit, result, halt)
-            if result.tracks_path is None:
-                result.tracks_kept = log.kept
-                result.output_error = f"{result.output_error}; {log.kept_note()}"
+                outputs["annotated"] = guard(annotator.close)
+            outputs["tracks_path"] = guard(log.commit)
+            if outputs["tracks_path"] is None:
+                outputs["tracks_kept"] = log.kept
+                output_error[:1] = [f"{output_error[0] if output_error else None}; {log.kept_note()}"]
             self.close()
-            if isinstance(self.store, BufferedTrackStore):
-                result.store_undelivered = self.store.undelivered
-                result.store_error = self.store.stats.last_error if self.store.undelivered else None
+            if isinstance(self.store, BufferedTrackStore) and self.store.undelivered:
+                outputs.update(store_undelivered=self.store.undelivered, store_error=self.store.stats.last_error)
+            error = getattr(self.source, "error", None)
+            stopped = stop is not None and stop.is_set()
+            state = "stopped" if stopped else "failed" if error or output_error else "done"
+            result = JobResult.of(analyzer.driver, state, analyzer.stats.frames_analysed, time.monotonic() - started,
+                                  error=error, output_error=output_error[0] if output_error else None, **outputs)  # fmt: skip
         return result
-
-    def _stop_when(self, stop: _EitherSet, done: threading.Event) -> None:
-        while not done.wait(0.2):
-            if stop.is_set():
-                self.source.stop()
-                return
-
-    @staticmethod
-    def _guard(action: Callable, result: JobResult, halt: threading.Event):
-        """Run an output action; an :class:`OutputError` is recorded (the first one) and
-        stops the run instead of unwinding through the analysis."""
-        try:
-            return action()
-        except OutputError as err:
-            result.output_error = result.output_error or str(err)
-            halt.set()
-            return None
 
     def close(self) -> None:
         """Close what was opened, newest first (the store next to last: it delivers buffered

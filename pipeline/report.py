@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from .summary import TrackSummary
 
 __all__ = ["format_table", "report_analysis"]
 
-_WALL_CLOCK = 1e9  # seconds: times past this are Unix times (live sources), not stream offsets
 
-
-def format_table(summaries: list[TrackSummary]) -> str:
-    """Aligned text table of track summaries, oldest first."""
+def format_table(summaries: list[TrackSummary], time_base: Literal["media", "wall"] = "media") -> str:
+    """Aligned text table of track summaries, oldest first; their times count ``time_base``
+    seconds (the source's: a file's media seconds, a live stream's wall clock)."""
     head = ("track", "seen", "frames", "age", "gender", "expression", "estimates")
     rows = []
     for s in sorted(summaries, key=lambda s: (s.first_seen, s.track)):
@@ -21,7 +21,7 @@ def format_table(summaries: list[TrackSummary]) -> str:
         rows.append(
             (
                 s.track,
-                _seen(s.first_seen, s.last_seen),
+                _seen(s.first_seen, s.last_seen, time_base),
                 str(s.frames),
                 "-" if age.mean is None else f"{age.mean:.0f} ± {age.std:.0f}",
                 "-" if gender.label is None else f"{gender.label} ({gender.p_female:.2f})",
@@ -37,9 +37,9 @@ def format_table(summaries: list[TrackSummary]) -> str:
     return "\n".join(lines)
 
 
-def _seen(first: float, last: float) -> str:
-    """Stream seconds as ``0.2-7.9``; wall-clock times of live streams as ``14:02:11-14:02:30``."""
-    if first < _WALL_CLOCK:
+def _seen(first: float, last: float, time_base: Literal["media", "wall"]) -> str:
+    """Media seconds as ``0.2-7.9``; wall-clock times of live streams as ``14:02:11-14:02:30``."""
+    if time_base == "media":
         return f"{first:.1f}-{last:.1f}"
     return "-".join(time.strftime("%H:%M:%S", time.localtime(t)) for t in (first, last))
 
@@ -54,21 +54,20 @@ def report_analysis(result, job, signals, say: Callable[[str], None]) -> int:
         say: prints one line to the user's terminal (stderr).
     """
     status = 0
-    print(format_table(result.tracks), flush=True)
-    stats = result.stats
-    total = stats.seconds["total"]
+    print(format_table(result.summaries, job.source.time_base), flush=True)
+    estimates, invalid = sum(result.estimates.values()), sum(result.invalid.values())
     wrote = [str(p) for p in (result.tracks_path, result.annotated) if p is not None]
     say(
-        f"{stats.frames_analysed} frames analysed in {total:.1f} s ({stats.frames_analysed / max(total, 1e-9):.1f} frames/s), "
-        f"{len(result.tracks)} tracks, {stats.estimates} estimates"
+        f"{result.frames} frames analysed in {result.seconds:.1f} s ({result.frames / max(result.seconds, 1e-9):.1f} frames/s), "
+        f"{len(result.summaries)} tracks, {estimates} estimates"
         + (f"; wrote {' and '.join(wrote)}" if wrote else "")
         + (f"; tracks stored in Redis at {job.store_url}" if job.store_url and not result.store_undelivered else "")
     )
     if result.recovered_partial is not None:
         say(f"tracklens: warning: an earlier run that did not finish left {result.recovered_partial.name}; it was kept")
-    if stats.invalid:
-        reasons = ", ".join(f"{reason} {n}" for reason, n in stats.invalid_reasons.most_common())
-        say(f"tracklens: warning: {stats.invalid} of {stats.estimates} estimates were not usable ({reasons})")
+    if invalid:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.invalid.items(), key=lambda kv: -kv[1]))
+        say(f"tracklens: warning: {invalid} of {estimates} estimates were not usable ({reasons})")
     if result.backend_failures:
         say(
             f"tracklens: error: {result.backend_failures} estimator requests failed (see the warning above); "
@@ -83,12 +82,12 @@ def report_analysis(result, job, signals, say: Callable[[str], None]) -> int:
         )
         status = 1
     if result.output_error:
-        say(f"tracklens: error: {result.output_error}; the run stopped there, {len(result.tracks)} tracks were analysed")
+        say(f"tracklens: error: {result.output_error}; the run stopped there, {len(result.summaries)} tracks were analysed")
         status = 1
-    if result.source_error:
-        say(f"tracklens: error: {job.shown}: {result.source_error}; the tracks up to that point were kept")
+    if result.error:
+        say(f"tracklens: error: {job.shown}: {result.error}; the tracks up to that point were kept")
         status = 1
-    if result.stopped:
+    if result.state == "stopped":
         what = "interrupted" if signals.name == "SIGINT" else f"terminated ({signals.name})"
         say(f"tracklens: {what}; the tracks up to that point were kept")
         status = signals.exit_status

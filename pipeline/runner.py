@@ -9,24 +9,22 @@ fuse -> version -> store]``. The CLI's ``analyze``, the bench and most tests run
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from .config import PipelineConfig
 from .detectors import Detector, build_detector
-from .driver import InlineEstimates, StreamDriver
+from .driver import InlineEstimates, StopFlag, StreamDriver
 from .estimators import Estimator, build_estimator
 from .models import ModelCache
-from .perception import Perception
+from .perception import Perception, PerceptionBatch
 from .sources import FrameSource
 from .store import TrackStore
 from .summary import TrackSummary
 from .trackbook import TrackBook
 from .types import Estimate, Frame, FrameResult
 
-__all__ = ["RunStats", "StageSet", "StopFlag", "StreamAnalyzer", "analyze"]
+__all__ = ["RunStats", "StageSet", "StreamAnalyzer", "analyze"]
 
 
 @dataclass
@@ -55,13 +53,9 @@ class StageSet:
 
 @dataclass
 class RunStats:
-    """Counts and seconds spent per part of the run."""
+    """Frames analysed and seconds spent per part of the run."""
 
     frames_analysed: int = 0
-    estimates: int = 0
-    invalid: int = 0
-    invalid_reasons: Counter = field(default_factory=Counter)
-    by_source: Counter = field(default_factory=Counter)
     seconds: dict[str, float] = field(
         default_factory=lambda: {"decode": 0.0, "person": 0.0, "face": 0.0, "estimate": 0.0, "total": 0.0}
     )
@@ -71,14 +65,6 @@ class RunStats:
         """Everything but decode and model inference (association, tracking, crops, fusion, store)."""
         s = self.seconds
         return max(0.0, s["total"] - s["decode"] - s["person"] - s["face"] - s["estimate"])
-
-    def count(self, estimates: list[Estimate]) -> None:
-        for est in estimates:
-            self.estimates += 1
-            self.by_source[est.source] += 1
-            if not est.valid:
-                self.invalid += 1
-                self.invalid_reasons[(est.reason or "invalid").split(":")[0]] += 1
 
 
 class StreamAnalyzer:
@@ -103,7 +89,7 @@ class StreamAnalyzer:
         self.stats = RunStats()
         perception = Perception(config, stages.person, stages.face, self.stream, store.next_epoch(self.stream), analysis_fps)
         book = TrackBook(self.stream, config.aggregation, store, on_track_end=on_track_end)
-        self.driver = StreamDriver(perception, book, InlineEstimates(stages.estimator.estimate, self._counted))
+        self.driver = StreamDriver(perception, book, InlineEstimates(stages.estimator.estimate, self._timed))
 
     @property
     def epoch(self) -> int:
@@ -112,9 +98,13 @@ class StreamAnalyzer:
     def process(self, frames: list[Frame]) -> list[FrameResult]:
         """Analyse a batch of consecutive frames of this stream."""
         batch = self.driver.step(frames)
-        self.stats.seconds.update(self.driver.perception.seconds)
-        self.stats.frames_analysed += len(frames)
+        self.counted(batch)
         return batch.results
+
+    def counted(self, batch: PerceptionBatch | None) -> None:
+        """Count a step of the driver in the stats."""
+        self.stats.seconds.update(self.driver.perception.seconds)
+        self.stats.frames_analysed += 0 if batch is None else len(batch.results)
 
     def finish(self, estimate: bool = True) -> None:
         """End every open track (end of the source, a stop, an error) and write them all.
@@ -128,15 +118,13 @@ class StreamAnalyzer:
         """The current summary of an open track of this stream."""
         return self.driver.book.summary(key)
 
-    def _counted(self, estimates: list[Estimate], seconds: float) -> None:
+    def _timed(self, estimates: list[Estimate], seconds: float) -> None:
         self.stats.seconds["estimate"] += seconds
-        self.stats.count(estimates)
 
 
-class StopFlag(Protocol):
-    """Anything with ``is_set()``: a ``threading.Event``, or several combined."""
-
-    def is_set(self) -> bool: ...
+class _Never:
+    def is_set(self) -> bool:
+        return False
 
 
 def analyze(
@@ -144,48 +132,29 @@ def analyze(
     analyzer: StreamAnalyzer,
     on_frame: Callable[[FrameResult], None] | None = None,
     stop: StopFlag | None = None,
-) -> RunStats:
-    """Run ``source`` through ``analyzer`` until it ends or ``stop`` is set; returns its stats.
+) -> bool:
+    """Run ``source`` through ``analyzer`` (:meth:`StreamDriver.run`) until it ends (True) or
+    ``stop`` is set (False); its stats are in ``analyzer.stats``.
 
     On every exit path (end, stop, an exception) the open tracks are ended and written; the
     frames of an unfinished batch are dropped when ``stop`` is set, so a stop is prompt.
     """
     start = time.perf_counter()
     failed = True
+
+    def on_batch(batch: PerceptionBatch | None) -> None:
+        analyzer.counted(batch)
+        if on_frame is not None and batch is not None:
+            for result in batch.results:
+                on_frame(result)
+
     try:
-        batch: list[Frame] = []
-        for frame in _timed(iter(source), analyzer.stats):
-            if stop is not None and stop.is_set():
-                batch = []
-                break
-            batch.append(frame)
-            if len(batch) >= analyzer.config.detection.batch_frames:
-                _emit(analyzer.process(batch), on_frame)
-                batch = []
-        if batch:
-            _emit(analyzer.process(batch), on_frame)
+        ended = analyzer.driver.run(source, analyzer.config.detection.batch_frames, stop or _Never(), on_batch)
         failed = False
     finally:
         try:
             analyzer.finish(estimate=not failed)
         finally:
             analyzer.stats.seconds["total"] = time.perf_counter() - start
-    return analyzer.stats
-
-
-def _emit(results: list[FrameResult], on_frame: Callable[[FrameResult], None] | None) -> None:
-    if on_frame is not None:
-        for r in results:
-            on_frame(r)
-
-
-def _timed(frames: Iterator[Frame], stats: RunStats) -> Iterator[Frame]:
-    while True:
-        t0 = time.perf_counter()
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        finally:
-            stats.seconds["decode"] += time.perf_counter() - t0
-        yield frame
+            analyzer.stats.seconds["decode"] = getattr(source, "decode_s", 0.0)
+    return ended

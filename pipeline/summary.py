@@ -1,4 +1,5 @@
-"""The track summary: one typed object for ``tracks.jsonl``, Redis and the HTTP API.
+"""What an analysis produces: the track summary, one typed object for ``tracks.jsonl``, Redis
+and the HTTP API; and the :class:`JobResult` of a run (the CLI's, or a service job's).
 
 Its JSON (``model_dump_json``) is the schema in docs/architecture.md::
 
@@ -14,11 +15,15 @@ Labels are null until enough evidence has been gathered (see ``AggregationConfig
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AgeSummary", "EstimatePoint", "ExpressionSummary", "GenderSummary", "TrackSummary"]
+if TYPE_CHECKING:
+    from .driver import StreamDriver
+
+__all__ = ["AgeSummary", "EstimatePoint", "ExpressionSummary", "GenderSummary", "JobResult", "TrackSummary"]
 
 Expression = Literal["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 
@@ -107,3 +112,70 @@ class EstimatePoint(_Part):
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
+
+
+class JobResult(BaseModel):
+    """How an analysis of a video ended: the CLI's run or a service job. Counts are None-free;
+    errors and outputs are None when there was none.
+
+    Attributes:
+        state: ``done`` (the video ended), ``failed`` (see ``error`` / ``output_error``),
+            ``stopped`` (a stop request, a signal in the CLI), ``cancelled`` (a job deleted).
+        frames: frames analysed.
+        tracks: tracks ended and written.
+        estimates: estimates applied to tracks, per source (``mllm``, ``specialist``).
+        invalid: those that were not usable, per reason (refusal, off-format, backend error...).
+        seconds: how long it ran.
+        error: the video broke off or ended short of its declared length, the live stream
+            gave up, or the job could not run.
+        output_error: an output could not be written; the run stopped there (the CLI).
+        store_undelivered: tracks whose latest state never reached the store (the CLI's
+            buffered store; the service's store keeps retrying).
+        store_error: the store's last error, when some writes did not reach it.
+        tracks_path: the CLI's tracks.jsonl once it was made final (None when a write failed:
+            the older tracks.jsonl, if any, was left in place).
+        tracks_kept: after a failed write, the ``.partial`` holding the tracks written before
+            it (None when there were none).
+        annotated: the CLI's annotated video once it was finalised.
+        recovered_partial: an earlier run's unfinished tracks.jsonl, kept under this name.
+        summaries: the final summaries of the tracks, in the order they ended (the CLI's
+            table; not serialised: a service job's tracks are in its store).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the CLI's own files and buffered store, left out where a service job's result is shown
+    LOCAL: ClassVar[set[str]] = {"output_error", "store_undelivered", "store_error", "tracks_path", "tracks_kept",
+                                 "annotated", "recovered_partial"}  # fmt: skip
+
+    state: Literal["done", "failed", "stopped", "cancelled"]
+    frames: int = 0
+    tracks: int = 0
+    estimates: dict[str, int] = Field(default_factory=dict)
+    invalid: dict[str, int] = Field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    output_error: str | None = None
+    store_undelivered: int = 0
+    store_error: str | None = None
+    tracks_path: Path | None = None
+    tracks_kept: Path | None = None
+    annotated: Path | None = None
+    recovered_partial: Path | None = None
+    summaries: list[TrackSummary] = Field(default_factory=list, exclude=True)
+
+    @classmethod
+    def of(cls, driver: StreamDriver | None, state: str, frames: int, seconds: float, **more) -> JobResult:
+        """The result of a run of ``driver`` (None: it never started)."""
+        counts = {} if driver is None else {"tracks": driver.tracks_ended, "estimates": dict(driver.answered),
+                                            "invalid": dict(driver.invalid)}  # fmt: skip
+        return cls(state=state, frames=frames, seconds=round(seconds, 2), **counts, **more)
+
+    @property
+    def backend_failures(self) -> int:
+        """Estimates that failed because the estimator's backend did (not refusals)."""
+        return self.invalid.get("backend error", 0)
+
+    def public(self) -> dict:
+        """What the API shows of a service job's result."""
+        return self.model_dump(mode="json", exclude=self.LOCAL)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -239,6 +239,12 @@ class Estimate:
     give are None. ``valid=False`` carries the ``reason`` (refusal, off-format, no face) and
     is never fused. ``model`` and ``prompt`` say exactly what produced it; ``face_px`` is the
     face height the answer was read from (0 without a face).
+
+    What the MLLM said and how: ``mode`` (``constrained``, ``scored`` or ``free``; None for the
+    specialist), ``raw`` (its text answer, at most 500 characters; None for scored answers),
+    ``refusal`` (an invalid answer that was a refusal). ``primary_failure``: on an answer of the
+    fallback, why the primary gave none (its invalid answer's reason, or the router's:
+    ``backpressure``, ``overrun``, ``failure``).
     """
 
     track: str
@@ -254,7 +260,10 @@ class Estimate:
     reason: str | None = None
     prompt: str | None = None
     face_px: float = 0.0
-    extra: dict = field(default_factory=dict)
+    mode: Literal["constrained", "scored", "free"] | None = None
+    raw: str | None = None
+    refusal: bool = False
+    primary_failure: str | None = None
 
     def __post_init__(self) -> None:
         if self.expression is not None and len(self.expression) != len(EXPRESSIONS):

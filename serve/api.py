@@ -278,7 +278,7 @@ def make_api(
         return {"id": spec.id, "path": spec.url, "created_at": spec.created_at, "state": status.state,
                 "progress": status.progress, "frames_expected": status.frames_expected,
                 "frames_analysed": status.frames_analysed, "status": status.model_dump(exclude={"generation"}),
-                "result": None if result is None else result.model_dump()}  # fmt: skip
+                "result": None if result is None else result.public()}  # fmt: skip
 
     @app.get("/v1/jobs")
     def list_jobs() -> list[dict]:

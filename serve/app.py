@@ -28,6 +28,8 @@ def _pool_options(pool: PoolConfig) -> dict:
             "min_replicas": pool.min_replicas,
             "max_replicas": pool.max_replicas,
             "target_ongoing_requests": pool.target_ongoing_requests,
+            "upscale_delay_s": pool.upscale_delay_s,
+            "downscale_delay_s": pool.downscale_delay_s,
         }
     else:
         options["num_replicas"] = pool.num_replicas

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import ray
 import ray.serve
@@ -93,7 +92,7 @@ class StreamIngest:
     def __init__(self, config_json: str, specialist, mllm=None) -> None:
         from tracklens.pipeline.detectors import build_detector
         from tracklens.pipeline.models import ModelCache
-        from tracklens.pipeline.service.control import ControlPlane
+        from tracklens.pipeline.service.control import ControlPlane, Owner
         from tracklens.pipeline.service.ingest import IngestNode
         from tracklens.pipeline.store import build_store
 
@@ -106,10 +105,10 @@ class StreamIngest:
         self.store = build_store(config.store)
         self.control = ControlPlane.from_config(config.store)
         self.router = PoolRouter(config, specialist, mllm)
-        context = ray.serve.get_replica_context()
-        owner = f"{context.replica_id.unique_id}@{os.uname().nodename}:{os.getpid()}"
+        replica = ray.serve.get_replica_context().replica_id.unique_id
+        owner = Owner.here(replica, node=ray.get_runtime_context().get_node_id())
         self.node = IngestNode(config, detectors, self.store, self.control, self.router.submit, owner, estimators_label(config),
-                               after_tick=self._publish_metrics, node=ray.get_runtime_context().get_node_id())  # fmt: skip
+                               after_tick=self._publish_metrics)  # fmt: skip
         self.node.start()
 
     def _publish_metrics(self) -> None:
@@ -120,7 +119,7 @@ class StreamIngest:
         counts = self.router.take_counts()
         try:
             self.control.count(counts)
-            self.control.set_in_flight(self.node.owner, self.router.in_flight)
+            self.control.set_in_flight(self.node.owner.id, self.router.in_flight)
         except StoreError as err:
             log.warning("router metrics not published: %s", err)
             with self.router._lock:
@@ -128,7 +127,7 @@ class StreamIngest:
 
     def describe(self) -> dict:
         """Which streams this replica runs (tests and operators)."""
-        return {"owner": self.node.owner, "node": self.node.node, "streams": sorted(self.node.workers)}
+        return {"owner": self.node.owner.model_dump(), "streams": sorted(self.node.workers)}
 
     def check_health(self) -> None:
         if not self.node.alive:

@@ -148,7 +148,7 @@ class PoolRouter:
             log.warning("the specialist pool failed %d crops: %s", len(crops), err)
             deliver(crops, None)
             return
-        answers = [replace(e, extra={**e.extra, "primary_failure": why[k]}) if k in why else e for k, e in enumerate(answers)]
+        answers = [replace(e, primary_failure=why[k]) if k in why else e for k, e in enumerate(answers)]
         self._deliver(deliver, crops, answers)
 
     def _deliver(self, deliver: Deliver, crops: list[Crop], estimates: list[Estimate]) -> None:

@@ -155,17 +155,17 @@ def test_a_killed_run_does_not_block_the_next(tmp_path):
 _SIGNALS_AT_THE_END = """
 import atexit, os, signal, sys
 import tqdm
-from tracklens.pipeline import jobs, runner
+from tracklens.pipeline import driver, jobs
 
 mid_run, point = {mid_run}, {point!r}
-real_run, real_process, real_del = jobs.Analysis.run, runner.StreamAnalyzer.process, tqdm.tqdm.__del__
+real_run, real_step, real_del = jobs.Analysis.run, driver.StreamDriver.step, tqdm.tqdm.__del__
 batches, sent = [], []
 
-def process(self, frames):
+def step(self, frames):
     batches.append(1)
     if mid_run and len(batches) == 2:
         os.kill(os.getpid(), signal.SIGTERM)
-    return real_process(self, frames)
+    return real_step(self, frames)
 
 def storm(frame, event, arg):
     if event == "call":
@@ -190,7 +190,7 @@ def calm():
     print(f"signals sent while the run ended: {{len(sent)}}", flush=True)
 
 atexit.register(calm)
-runner.StreamAnalyzer.process = process
+driver.StreamDriver.step = step
 jobs.Analysis.run = run
 tqdm.tqdm.__del__ = deleting
 from tracklens.pipeline.cli import main

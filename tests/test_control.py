@@ -10,13 +10,13 @@ import pytest
 from tracklens.pipeline.service.control import (
     SNAPSHOT_VERSION,
     ControlPlane,
-    JobResult,
+    Owner,
     Snapshot,
     StreamSpec,
     StreamStatus,
 )
 from tracklens.pipeline.store import RedisTrackStore, TrackRecord
-from tracklens.pipeline.summary import TrackSummary
+from tracklens.pipeline.summary import JobResult, TrackSummary
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +53,12 @@ def test_a_lease_moves_only_after_it_expires_and_the_old_token_is_fenced_out(pla
     assert b and b > a and control.owner("door") == "b"
     # a, paused past its lease, resumes: every write it makes is refused
     assert not control.renew("door", "a", a, lease_s=6)
-    assert not control.publish(StreamStatus(id="door", generation=spec.generation, owner="a"), 10, a)
+    assert not control.publish(StreamStatus(id="door", generation=spec.generation, owner=Owner.here("a")), 10, a)
     assert not control.save_snapshot("door", Snapshot(generation=spec.generation, token=a, state={"epoch": 0}))
     control.release("door", a)
     assert control.owner("door") == "b"
-    assert control.publish(StreamStatus(id="door", generation=spec.generation, owner="b"), 10, b)
-    assert control.status("door").owner == "b"
+    assert control.publish(StreamStatus(id="door", generation=spec.generation, owner=Owner.here("b")), 10, b)
+    assert control.status("door").owner == Owner.here("b")
     store = RedisTrackStore(redis_url, prefix)
     summary = TrackSummary(track="door:0:1", stream="door", first_seen=1.0, last_seen=2.0, frames=3, state="active")
     assert store.put([TrackRecord("door:0:1", "door", 1, summary, {}, ("start",), control.fence("door", b))]) == 1

@@ -164,7 +164,7 @@ def test_predictions_file_shows_every_row_with_its_reason(tmp_path, astronaut):
         3: {"valid": False, "reason": "refusal"},
         4: {"age": 130.0, "p_female": 0.2},
         5: {"age": 35.0, "p_female": 0.4, "expression": _onehot("sad"), "face_px": 20.0,
-            "source": "specialist", "extra": {"primary_failure": "backend error: timed out"}},  # a routed fallback
+            "source": "specialist", "primary_failure": "backend error: timed out"},  # a routed fallback
     })  # fmt: skip
     result = evaluate(samples, prepared, {"fixed": answers}, min_face_px=32)
     report = result.reports["fixed"]

@@ -189,14 +189,14 @@ def test_a_bug_mid_run_prints_one_line_keeps_the_tracks_and_logs_the_traceback(t
     and written, locally and in Redis."""
     code = (
         "import sys\n"
-        "from tracklens.pipeline import runner\n"
-        "real, calls = runner.StreamAnalyzer.process, []\n"
+        "from tracklens.pipeline import driver\n"
+        "real, calls = driver.StreamDriver.step, []\n"
         "def broken(self, frames):\n"
         "    calls.append(1)\n"
         "    if len(calls) == 3:\n"
         "        raise ValueError('a bug in frame processing')\n"
         "    return real(self, frames)\n"
-        "runner.StreamAnalyzer.process = broken\n"
+        "driver.StreamDriver.step = broken\n"
         "from tracklens.pipeline.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

@@ -11,7 +11,7 @@ import pytest
 from conftest import RtspCamera, wait_until
 from tracklens.pipeline.config import ServeConfig
 from tracklens.pipeline.demographics import count
-from tracklens.pipeline.service.control import ControlPlane, Snapshot, StreamSpec
+from tracklens.pipeline.service.control import ControlPlane, Owner, Snapshot, StreamSpec
 from tracklens.pipeline.service.ingest import IngestNode
 from tracklens.pipeline.store import TrackRecord
 
@@ -62,7 +62,7 @@ def env(redis_url, parts):
     nodes = []
 
     def node(name: str) -> IngestNode:
-        n = IngestNode(config, detectors, store, control, submit, name, "specialist only").start()
+        n = IngestNode(config, detectors, store, control, submit, Owner.here(name), "specialist only").start()
         nodes.append(n)
         return n
 
@@ -78,7 +78,7 @@ def test_a_stream_runs_where_it_is_claimed_and_deleting_it_ends_its_tracks(env, 
     a = node("a")
     control.add(StreamSpec(id="door", kind="stream", url=rtsp_camera.url()))
     status = wait_until(lambda: (s := control.status("door")) and s.state == "live" and s.frames_analysed > 20 and s)
-    assert status.owner == "a" and status.fps > 0 and control.owner("door") == "a"
+    assert status.owner == a.owner and status.fps > 0 and control.owner("door") == a.owner.id
     estimated = wait_until(lambda: [t for t in store.tracks("door") if t.sources.get("specialist")])
     assert estimated[0].track.startswith("door:0:")
     control.remove("door")
@@ -105,7 +105,7 @@ def test_a_stream_whose_owner_dies_is_taken_over_with_the_same_track_keys(env, t
         for worker in a.workers.values():
             worker.stop("handover")
         b = node("b")
-        wait_until(lambda: (s := control.status("hall")) and s.owner == "b" and s.frames_analysed > 20)
+        wait_until(lambda: (s := control.status("hall")) and s.owner == b.owner and s.frames_analysed > 20)
         after = wait_until(lambda: [t for t in store.tracks("hall") if t.track == before.track and t.frames > before.frames + 20])
         assert after[0].state == "active" and after[0].first_seen == before.first_seen
         assert {t.track.split(":")[1] for t in store.tracks("hall")} == {"0"}  # one epoch: no restart from scratch
@@ -171,7 +171,7 @@ def test_a_paused_owner_cannot_overwrite_the_stream_once_another_has_claimed_it(
     saved = control.load_snapshot("lobby", spec.generation)
     assert saved.token == token and saved.state == restored.state
     assert not control.save_snapshot("lobby", Snapshot(generation=spec.generation, token=old.token, state={}))
-    assert not control.renew("lobby", "a", old.token, config.ingest.lease_s)
+    assert not control.renew("lobby", a.owner.id, old.token, config.ingest.lease_s)
     (track,) = wait_until(lambda: store.tracks("lobby"))[:1]
     before = store.record(track.track)
     refused = store.inner.refused
@@ -252,6 +252,34 @@ def test_a_cancelled_job_stops_writes_its_tracks_so_far_and_says_cancelled(env, 
     wait_until(lambda: "long" not in a.workers)
 
 
+def test_a_file_job_taken_over_goes_on_after_the_frame_its_snapshot_saw(env, tmp_path):
+    """Regression: a job taken over read its file again from the first frame with the tracker
+    restored from later on, so the people already seen came back as new tracks and frames were
+    counted twice. Its snapshot now says where it was, and the new owner goes on from there:
+    the same frames, track ids and result as a run nobody interrupted."""
+    from tracklens.pipeline.sample import make_sample_video
+
+    config, control, store, submit, node = env
+    video = make_sample_video(tmp_path / "job.mp4", seconds=12.0, width=640, height=360, person_px=150)
+    a = node("a")
+    control.add(StreamSpec(id="whole", kind="job", url=str(video)))
+    whole = wait_until(lambda: control.result("whole"), timeout_s=120)
+    spec = control.add(StreamSpec(id="split", kind="job", url=str(video)))
+    saved = wait_until(lambda: (s := control.load_snapshot("split", spec.generation)) and s.position >= 40 and s)
+    a._stop.set()  # a dies: no renewals, and its worker writes nothing more
+    a._thread.join()
+    for worker in a.workers.values():
+        worker.stop("fenced")
+    b = node("b")
+    split = wait_until(lambda: control.result("split"), timeout_s=120)
+    assert control.status("split").owner == b.owner, "a finished the job before it was stopped"
+    assert saved.frames_analysed > 0 and split.state == whole.state == "done"
+    assert split.frames == whole.frames  # every frame analysed once (those after the snapshot twice, counted once)
+    ids = [lambda tracks: sorted(t.track.split(":", 1)[1] for t in tracks)][0]
+    assert ids(store.tracks("split")) == ids(store.tracks("whole"))
+    assert all(t.state == "ended" for t in store.tracks("split"))
+
+
 def test_tracks_still_end_when_their_estimates_never_come(env, sample_video):
     config, control, store, submit, node = env
     submit.fail = True
@@ -272,7 +300,7 @@ def test_streams_spread_over_the_replicas(env, rtsp_camera):
     for name in ("left", "right"):
         control.add(StreamSpec(id=name, kind="stream", url=rtsp_camera.url()))
     owners = wait_until(lambda: (o := {control.owner("left"), control.owner("right")}) and None not in o and o)
-    assert owners == {"a", "b"}
+    assert owners == {a.owner.id, b.owner.id}
     for name in ("left", "right"):
         control.remove(name)
     wait_until(lambda: not a.workers and not b.workers)
@@ -287,7 +315,7 @@ def test_face_crops_are_kept_only_when_switched_on_and_expire_with_their_track(e
     assert control.client.keys(f"{prefix}:ctl:face:*") == []  # off by default: no image stored
     a.shutdown()
     keeping = config.model_copy(update={"ingest": config.ingest.model_copy(update={"store_face_crops": True})})
-    other = IngestNode(keeping, a.detectors, store, control, submit, "c", "specialist only").start()
+    other = IngestNode(keeping, a.detectors, store, control, submit, Owner.here("c"), "specialist only").start()
     try:
         control.add(StreamSpec(id="kept", kind="job", url=str(sample_video)))
         wait_until(lambda: control.result("kept"))
@@ -315,7 +343,7 @@ def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
         )  # fmt: skip
         detectors, estimator = parts
         control, store = ControlPlane(server.url, "out"), build_store(config.store)
-        node = IngestNode(config, detectors, store, control, LateEstimator(estimator), "a", "specialist only").start()
+        node = IngestNode(config, detectors, store, control, LateEstimator(estimator), Owner.here("a"), "specialist only").start()
         try:
             control.add(StreamSpec(id="gate", kind="stream", url=rtsp_camera.url()))
             before = wait_until(lambda: (s := control.status("gate")) and s.frames_analysed > 20 and s)
@@ -323,7 +351,7 @@ def test_a_stream_rides_out_a_redis_outage(parts, rtsp_camera, tmp_path):
             server.stop()
             time.sleep(3.0)
             server.start()
-            wait_until(lambda: control.owner("gate") == "a")
+            wait_until(lambda: control.owner("gate") == node.owner.id)
             after = wait_until(lambda: (s := control.status("gate")) and s.frames_analysed > before.frames_analysed + 40 and s)
             assert after.state == "live" and after.reconnects == 0
             assert node.workers["gate"] is worker and not worker.finished.is_set()

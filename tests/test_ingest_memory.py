@@ -135,7 +135,7 @@ def test_a_deleted_stream_leaves_nothing_behind_and_the_detectors_are_released(d
     """Once the node drops a deleted stream's worker: the worker, its perception, track book and
     live source are garbage (nothing else holds them), its threads have ended, and the shared
     detectors were asked to give back their peak buffers."""
-    from tracklens.pipeline.service.control import ControlPlane, StreamSpec
+    from tracklens.pipeline.service.control import ControlPlane, Owner, StreamSpec
     from tracklens.pipeline.service.ingest import IngestNode
     from tracklens.pipeline.store import build_store
 
@@ -145,7 +145,7 @@ def test_a_deleted_stream_leaves_nothing_behind_and_the_detectors_are_released(d
     )
     counted = tuple(_CountingDetector(d) for d in detectors)
     control, store = ControlPlane(redis_url, prefix), build_store(config.store)
-    node = IngestNode(config, counted, store, control, lambda crops, done: done(crops, None), "a", "specialist only").start()
+    node = IngestNode(config, counted, store, control, lambda crops, done: done(crops, None), Owner.here("a"), "specialist only").start()
     try:
         control.add(StreamSpec(id="gone", kind="stream", url=rtsp_camera.url()))
         worker = wait_until(lambda: (w := node.workers.get("gone")) is not None and w.driver is not None and w)

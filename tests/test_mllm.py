@@ -46,8 +46,8 @@ def test_tiny_vlm_round_trips_through_save_and_load(tiny_whole, astronaut, tmp_p
     for (name, a), (_, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), name
     crops = _crops(astronaut, 4)
-    first = [e.extra["raw"] for e in _estimator(tiny_whole, "constrained").estimate(crops)]
-    again = [e.extra["raw"] for e in _estimator(tmp_path / "again", "constrained").estimate(crops)]
+    first = [e.raw for e in _estimator(tiny_whole, "constrained").estimate(crops)]
+    again = [e.raw for e in _estimator(tmp_path / "again", "constrained").estimate(crops)]
     assert first == again
 
 
@@ -57,7 +57,7 @@ def test_constrained_mode_gives_only_schema_valid_answers(tiny_whole, tiny_split
         estimates = _estimator(path, "constrained", batch_size=16).estimate(crops)
         assert len(estimates) == 64 and [e.track for e in estimates] == [c.track for c in crops]
         assert all(e.valid for e in estimates), [e.reason for e in estimates if not e.valid]
-        assert all(parse_answer(e.extra["raw"]).valid for e in estimates)
+        assert all(parse_answer(e.raw).valid for e in estimates)
         assert all(e.source == "mllm" and e.prompt == "person-v1" and e.model == str(path) for e in estimates)
 
 

@@ -74,14 +74,14 @@ def test_constrained_answers_are_valid_and_equal_plain_greedy_decoding(family, e
     estimates = est.estimate(crops)
     assert all(e.valid for e in estimates), [e.reason for e in estimates]
     for crop, estimate in zip(crops, estimates):
-        assert estimate.extra["raw"].strip() == reference_constrained(est.backend, est._request(crop)).strip()
+        assert estimate.raw.strip() == reference_constrained(est.backend, est._request(crop)).strip()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_free_answers_parse_or_are_counted_off_format(family, estimators, astronaut):
     estimates = estimators(family, "free").estimate(_crops(astronaut)[:2])
     for e in estimates:
-        assert e.valid == parse_answer(e.extra["raw"]).valid
+        assert e.valid == parse_answer(e.raw).valid
         assert e.valid or (e.reason.startswith(("off-format", "refusal")) and e.age is None)
 
 

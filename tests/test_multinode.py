@@ -210,7 +210,7 @@ def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_g
         assert free.get("mllm", 1.0) < 1.0 and free.get("specialist", 1.0) < 1.0, free
         _wait("an estimate from the MLLM pool", lambda: any(t["sources"].get("mllm") for n in ("north", "south") for t in tracked(n)), 180)
         ingest_ids = {nodes["ingest-a"].node_id: "ingest-a", nodes["ingest-b"].node_id: "ingest-b"}
-        placed = {name: ingest_ids.get(s["node"]) for name, s in running.items()}
+        placed = {name: ingest_ids.get(s["owner"]["node"]) for name, s in running.items()}
         assert sorted(placed.values()) == ["ingest-a", "ingest-b"], (placed, running)  # one stream per ingest node
 
         victim = "north"
@@ -221,7 +221,7 @@ def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_g
             lost_at = time.monotonic()
             cluster["cluster"].remove(lost)  # as a machine is lost: its processes killed at once
             taken = _wait(f"stream {victim} taken over on {kept}", lambda: (s := status(victim))["owner"] not in (None, before["owner"])
-                          and s["state"] == "live" and s["node"] == nodes[kept].node_id and s, config.ingest.lease_s + 120)  # fmt: skip
+                          and s["state"] == "live" and s["owner"]["node"] == nodes[kept].node_id and s, config.ingest.lease_s + 120)  # fmt: skip
             took_s = time.monotonic() - lost_at
             after = taken["frames_analysed"]
             # the same people, under the same track keys, go on being tracked by the new owner
@@ -250,8 +250,8 @@ def test_a_lost_ingest_node_s_stream_is_taken_over_on_the_other_and_a_new_node_g
         r = client.post("/v1/streams", json={"url": url, "name": "east", "options": {"fps": 5}})
         assert r.status_code == 201, r.text
         east = _wait("stream east live", lambda: (s := status("east"))["state"] == "live" and s, 120)
-        assert east["node"] == nodes["ingest-c"].node_id, (east, {k: n.node_id for k, n in nodes.items()})
-        assert {status(n)["node"] for n in ("north", "south")} == {nodes[kept].node_id}
+        assert east["owner"]["node"] == nodes["ingest-c"].node_id, (east, {k: n.node_id for k, n in nodes.items()})
+        assert {status(n)["owner"]["node"] for n in ("north", "south")} == {nodes[kept].node_id}
     finally:
         for name in ("north", "south", "east"):
             client.delete(f"/v1/streams/{name}")

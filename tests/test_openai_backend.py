@@ -278,7 +278,7 @@ def test_scored_mode_reads_the_server_s_logprobs(server, astronaut):
     crops = _crops(astronaut, 2)
     crops[1] = Crop("s:0:9", 0.0, None, None, astronaut[::2, ::2].copy(), 0.9)  # body only: another prompt
     estimates = estimator.estimate(crops)
-    assert all(e.valid and 0 <= e.p_female <= 1 and e.extra["mode"] == "scored" for e in estimates), [e.reason for e in estimates]
+    assert all(e.valid and 0 <= e.p_female <= 1 and e.mode == "scored" for e in estimates), [e.reason for e in estimates]
     backend = state["backend"]
     tokenizer = backend.tokenizer
     male, female = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in ("male", "female"))

@@ -90,7 +90,7 @@ def test_crops_the_mllm_pool_refuses_or_answers_badly_go_to_the_specialist_and_s
     router.submit(_crops(3), got)
     wait_until(lambda: len(got.estimates()) == 3)
     assert got.estimates() == {"s:0:0": ["specialist"], "s:0:1": ["specialist"], "s:0:2": ["mllm"]}
-    fallback = {t: e.extra["primary_failure"] for tracks, ests in got.calls for t, e in zip(tracks, ests) if e.source == "specialist"}
+    fallback = {t: e.primary_failure for tracks, ests in got.calls for t, e in zip(tracks, ests) if e.source == "specialist"}
     assert fallback == {"s:0:0": "backpressure", "s:0:1": "off-format: test"}
     assert router.decider.shedding  # back-pressure: the specialist alone for a cooldown
     counts = router.take_counts()

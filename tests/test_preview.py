@@ -63,7 +63,7 @@ def test_an_ingest_worker_renders_previews_only_while_someone_watches(redis_url,
     un-annotated frame has), each kept a short while only. The viewer leaves: they stop."""
     from tracklens.pipeline.config import ServeConfig
     from tracklens.pipeline.detectors import build_detector
-    from tracklens.pipeline.service.control import ControlPlane, StreamSpec
+    from tracklens.pipeline.service.control import ControlPlane, Owner, StreamSpec
     from tracklens.pipeline.service.ingest import IngestNode
     from tracklens.pipeline.store import build_store
 
@@ -75,7 +75,7 @@ def test_an_ingest_worker_renders_previews_only_while_someone_watches(redis_url,
     detectors = (build_detector(config.detection.person, models), build_detector(config.detection.face, models))
     control, store = ControlPlane.from_config(config.store), build_store(config.store)
     camera = RtspCamera(tmp_path / "cam", period_s=900.0).start()  # someone standing nearly still: always in view
-    node = IngestNode(config, detectors, store, control, lambda crops, done: done(crops, None), "a", "specialist only").start()
+    node = IngestNode(config, detectors, store, control, lambda crops, done: done(crops, None), Owner.here("a"), "specialist only").start()
     key = f"{config.store.prefix}:ctl:preview:door"
     try:
         control.add(StreamSpec(id="door", kind="stream", url=camera.url()))

@@ -148,13 +148,14 @@ def test_a_portrait_phone_video_is_analysed_upright(tmp_path, person_videos, mod
     _, upright_result, _ = _analyse(plain, tmp_path / "plain", models)
     job, result, seen = _analyse(phone, tmp_path / "phone", models, annotate=tmp_path / "annotated.mp4")
 
-    assert len(upright_result.tracks) >= 1
-    assert len(result.tracks) == len(upright_result.tracks)
+    assert len(upright_result.summaries) >= 1
+    assert len(result.summaries) == len(upright_result.summaries) == result.tracks
     # her face read sideways gave no gender label at all: the labels must match the upright run's
-    labels = [t.gender.label for t in upright_result.tracks]
-    assert None not in labels and [t.gender.label for t in result.tracks] == labels
-    assert result.source_error is None and result.output_error is None
-    assert (job.info["width"], job.info["height"]) == (WIDTH, HEIGHT)
+    labels = [t.gender.label for t in upright_result.summaries]
+    assert None not in labels and [t.gender.label for t in result.summaries] == labels
+    assert result.state == "done" and result.error is None and result.output_error is None
+    info = probe(phone)
+    assert (info["width"], info["height"]) == (WIDTH, HEIGHT)
     assert all(r.frame.size == (WIDTH, HEIGHT) for r in seen)
     boxed = [r for r in seen if r.people]
     assert len(boxed) >= len(seen) // 2

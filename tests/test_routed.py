@@ -32,7 +32,7 @@ def test_every_crop_the_mllm_cannot_answer_goes_to_the_specialist(astronaut, mod
     routed = build_estimator(RoutedEstimatorConfig(primary=MllmEstimatorConfig(backend=backend, mode="constrained")), models)
     estimates = routed.estimate(_crops(astronaut, 3))
     assert [e.source for e in estimates] == ["specialist"] * 3
-    assert all(e.valid and e.extra["primary_failure"].startswith("backend error: connection failed") for e in estimates)
+    assert all(e.valid and e.primary_failure.startswith("backend error: connection failed") for e in estimates)
     assert [e.track for e in estimates] == ["s:0:0", "s:0:1", "s:0:2"]
     assert routed.routed == {"specialist": 3}
     routed.close()
@@ -46,4 +46,4 @@ def test_answers_the_mllm_gives_stay_mllm_answers(astronaut, models, tiny_whole)
     estimates = routed.estimate(crops)
     assert [e.source for e in estimates] == ["mllm", "specialist", "mllm"]
     assert estimates[0].valid and estimates[2].valid
-    assert not estimates[1].valid and estimates[1].extra["primary_failure"] == "no image in crop"
+    assert not estimates[1].valid and estimates[1].primary_failure == "no image in crop"

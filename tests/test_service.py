@@ -239,7 +239,7 @@ def test_an_ingest_replica_that_dies_has_its_streams_taken_over(service):
     client = service["client"]
     status = _status(client, "door")
     owner = status["owner"]
-    replica = owner.split("@")[0]
+    replica = owner["name"]
     name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(f"StreamIngest#{replica}"))
     keys_before = {t["track"] for t in _tracks(client, "door")}
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)

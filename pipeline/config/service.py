@@ -102,6 +102,8 @@ class PoolConfig(_Section):
     min_replicas: int = Field(1, ge=0, description="autoscaling bounds")
     max_replicas: int = Field(4, ge=1)
     target_ongoing_requests: float = Field(4.0, gt=0, description="autoscaling target per replica")
+    upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: how long demand must stay high before replicas are added")
+    downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: how long demand must stay low before replicas go")
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (e.g. 1 for the MLLM on a GPU node)")
     resources: Resources = Field(default_factory=dict, description="custom Ray resources per replica: the nodes it may run on")

@@ -53,7 +53,7 @@ class RoutedEstimator:
         if redo:
             second = self.fallback.estimate([crops[i] for i in redo])
             for i, est in zip(redo, second, strict=True):
-                out[i] = replace(est, extra={**est.extra, "primary_failure": out[i].reason})
+                out[i] = replace(est, primary_failure=out[i].reason)
         self.routed.update(est.source for est in out)
         return out
 

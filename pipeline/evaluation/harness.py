@@ -80,7 +80,7 @@ def _predictions(estimates: list[Estimate], min_face_px: float):
         kept = judged.kept
         if not est.valid:
             reasons[_head(est.reason or "invalid")] += 1
-            refusals += est.reason == "refusal" or bool(est.extra.get("refusal"))
+            refusals += est.reason == "refusal" or est.refusal
         rejected += judged.violated
         ages.append(None if kept is None or kept.age is None else kept.age)
         p_female.append(None if kept is None or kept.p_female is None else kept.p_female)
@@ -113,7 +113,7 @@ def score(samples: list[Sample], estimates: list[Estimate], seconds: float, min_
         raise ValueError(f"{len(samples)} samples but {len(estimates)} estimates")
     ages, p_female, genders, expressions, reasons, refusals, rejected = _predictions(estimates, min_face_px)
     valid = sum(e.valid for e in estimates)
-    failures = Counter(_head(e.extra["primary_failure"]) for e in estimates if e.extra.get("primary_failure"))
+    failures = Counter(_head(e.primary_failure) for e in estimates if e.primary_failure)
     is_female = [None if s.gender is None else s.gender == "female" for s in samples]
     report = {
         "n": len(samples),

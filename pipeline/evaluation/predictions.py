@@ -64,7 +64,7 @@ def _answer(est: Estimate | None) -> dict:
         "expression_p": None if top is None else _round(est.expression[top], 4),
         "source": est.source,
         "model": est.model,
-        "primary_failure": est.extra.get("primary_failure"),
+        "primary_failure": est.primary_failure,
     }
 
 

@@ -40,6 +40,8 @@ Keys, under the store's prefix (default ``tl``)::
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -50,12 +52,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import check_stream_id
 from ..errors import StoreError, StoreUnavailableError
 from ..store import Fence
+from ..summary import JobResult
 from ..urls import redact_url
 
 __all__ = [
     "LATENCY_BUCKETS_S",
     "ControlPlane",
-    "JobResult",
+    "Owner",
     "Snapshot",
     "StreamOptions",
     "StreamSpec",
@@ -196,6 +199,29 @@ class StreamSpec(_Model):
         return {**self.model_dump(exclude={"generation"}), "url": redact_url(self.url)}
 
 
+class Owner(_Model):
+    """The ingest process that runs a stream, as statuses show it. Leases and heartbeats
+    carry its :attr:`id`; nothing parses that id back."""
+
+    name: str = Field(min_length=1, description="the process's name: its Serve replica id in the service")
+    host: str
+    pid: int
+    node: str | None = Field(None, description="the machine it runs on (the Ray node id in the service)")
+
+    @classmethod
+    def here(cls, name: str, node: str | None = None) -> Owner:
+        """This process, under ``name``."""
+        return cls(name=name, host=socket.gethostname(), pid=os.getpid(), node=node)
+
+    @property
+    def id(self) -> str:
+        """Unique per process: the owner in leases and heartbeats."""
+        return f"{self.name}@{self.host}:{self.pid}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
 #: Where a stream or job is: ``pending`` (nobody runs it yet), ``connecting`` / ``live`` /
 #: ``reconnecting`` (a live source), ``running`` (a file job), ``done``, ``failed``, ``stopped``
 #: (a deleted stream, its tracks ended), ``cancelled`` (a job).
@@ -209,8 +235,7 @@ class StreamStatus(_Model):
     kind: Literal["stream", "job"] = "stream"
     generation: str = Field("", description="the generation of the spec it describes (not shown by the API)")
     state: StreamState = "pending"
-    owner: str | None = None
-    node: str | None = Field(None, description="the machine its owner runs on (the Ray node id in the service)")
+    owner: Owner | None = None
     fps: float = Field(0.0, description="frames analysed per second, recently")
     frames_decoded: int = 0
     frames_analysed: int = 0
@@ -225,30 +250,24 @@ class StreamStatus(_Model):
     updated_at: float = Field(default_factory=time.time)
 
 
-class JobResult(_Model):
-    """The end of a file job."""
-
-    state: Literal["done", "failed", "stopped", "cancelled"]
-    tracks: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-
-
 #: The layout of :class:`Snapshot`; a snapshot saved under another one (an older tracklens) is
 #: recognised and not restored: the stream starts afresh, in a new epoch. Version 3: crop
-#: budgets carry what each track still needs and the quality last asked about.
-SNAPSHOT_VERSION = 3
+#: budgets carry what each track still needs and the quality last asked about. Version 4: a
+#: file job's position.
+SNAPSHOT_VERSION = 4
 
 
 class Snapshot(_Model):
     """A stream's saved perception state, with the generation and the claim token of the
-    owner that saved it (a snapshot of another generation is never restored)."""
+    owner that saved it (a snapshot of another generation is never restored). A file job's
+    snapshot also says where in the file it was: a job taken over goes on after that frame."""
 
     version: int = SNAPSHOT_VERSION
     generation: str
     token: int
     state: dict
+    position: int = Field(-1, description="file jobs: the index of the last frame analysed (-1: none)")
+    frames_analysed: int = Field(0, description="file jobs: frames analysed up to there")
 
 
 class ControlPlane:
@@ -429,7 +448,7 @@ class ControlPlane:
         to run; False (nothing written) once another owner has it."""
         keys = [self._k("fence", job_id), self._k("result", job_id), self._k("status", job_id), f"{self._p}:streams",
                 self._k("job", job_id), self._k("snapshot", job_id)]  # fmt: skip
-        args = [token, result.model_dump_json(), status.model_dump_json(), int(retention_s * 1000), job_id]
+        args = [token, result.model_dump_json(exclude=JobResult.LOCAL), status.model_dump_json(), int(retention_s * 1000), job_id]
         return bool(self._call(self._finish_job, keys=keys, args=args))
 
     def cancel_job(self, spec: StreamSpec, retention_s: float) -> bool:
@@ -440,7 +459,8 @@ class ControlPlane:
         status = StreamStatus(id=spec.id, kind="job", generation=spec.generation, state="cancelled")
         keys = [f"{self._p}:streams", self._k("lease", spec.id), self._k("result", spec.id), self._k("status", spec.id),
                 self._k("job", spec.id)]  # fmt: skip
-        args = [spec.id, result.model_dump_json(), status.model_dump_json(), int(retention_s * 1000), self._now_ms()]
+        args = [spec.id, result.model_dump_json(exclude=JobResult.LOCAL), status.model_dump_json(), int(retention_s * 1000),
+                self._now_ms()]  # fmt: skip
         return bool(self._call(self._cancel_job, keys=keys, args=args))
 
     def result(self, job_id: str) -> JobResult | None:

@@ -20,7 +20,7 @@ from ..config import ServeConfig
 from ..detectors import release_memory
 from ..errors import StoreError
 from ..store import FencedStore, TrackStore
-from .control import ControlPlane
+from .control import ControlPlane, Owner
 from .worker import StreamWorker, Submit, end_orphans
 
 __all__ = ["IngestNode"]
@@ -36,19 +36,17 @@ class IngestNode:
         detectors: ``(person, face)`` shared by every stream of the process.
         store, control: the track store and the control plane.
         submit: how crops get estimated.
-        owner: this process's id in leases and statuses.
+        owner: this process, in statuses (its ``id`` in leases and heartbeats).
         estimators: ``mllm+specialist`` or ``specialist only``.
         after_tick: called after each round of the lease loop (the service publishes its
             routing counters there).
-        node: the machine this process runs on (the Ray node id), shown in statuses.
     """
 
     def __init__(self, config: ServeConfig, detectors, store: TrackStore, control: ControlPlane, submit: Submit,
-                 owner: str, estimators: str, after_tick: Callable[[], None] | None = None,
-                 node: str | None = None) -> None:  # fmt: skip
+                 owner: Owner, estimators: str, after_tick: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.config, self.detectors = config, detectors
         self.store, self.control, self.submit = store, control, submit
-        self.owner, self.estimators, self.node = owner, estimators, node
+        self.owner, self.estimators = owner, estimators
         self.after_tick = after_tick
         self.workers: dict[str, StreamWorker] = {}
         self._stop = threading.Event()
@@ -80,7 +78,7 @@ class IngestNode:
         this replica runs fewer than its share (the desired streams over the live replicas,
         at most ``max_streams``), so streams spread over the replicas' processes and cores."""
         cfg = self.config.ingest
-        alive = self.control.heartbeat(self.owner, cfg.lease_s)
+        alive = self.control.heartbeat(self.owner.id, cfg.lease_s)
         specs = self.control.specs()
         for stream_id, worker in list(self.workers.items()):
             spec = specs.get(stream_id)
@@ -94,7 +92,7 @@ class IngestNode:
                     release_memory(self.detectors)  # the arenas grown for it, and its frames' heap pages, go back
                 else:
                     worker.stop("end")
-            elif not self.control.renew(stream_id, self.owner, worker.token, cfg.lease_s):
+            elif not self.control.renew(stream_id, self.owner.id, worker.token, cfg.lease_s):
                 log.warning("ingest %s: lost the lease of %s; leaving it to its new owner", self.owner, stream_id)
                 worker.stop("handover")
                 del self.workers[stream_id]
@@ -106,18 +104,18 @@ class IngestNode:
         for spec in free:
             if sum(not w.finished.is_set() for w in self.workers.values()) >= share:
                 break
-            token = self.control.claim(spec.id, self.owner, cfg.lease_s)
+            token = self.control.claim(spec.id, self.owner.id, cfg.lease_s)
             if token is not None:
                 log.info("ingest %s: runs %s %s (generation %s, token %d)", self.owner, spec.kind, spec.id, spec.generation, token)
                 worker = StreamWorker(spec, self.config, self.detectors, self.store, self.control, self.submit,
-                                      self.owner, self.estimators, token, self.node)  # fmt: skip
+                                      self.owner, self.estimators, token)  # fmt: skip
                 self.workers[spec.id] = worker.start()
 
     def _retire(self, stream_id: str) -> None:
         """A deleted stream whose owner went before writing its end (its lease expired): end its
         open tracks under a claim of our own, then forget it. While the owner's lease holds,
         the owner does that itself."""
-        token = self.control.claim(stream_id, self.owner, self.config.ingest.lease_s)
+        token = self.control.claim(stream_id, self.owner.id, self.config.ingest.lease_s)
         if token is None:
             return
         ended = end_orphans(FencedStore(self.store, self.control.fence(stream_id, token)), stream_id, set())

@@ -22,12 +22,14 @@ from ..config import ServeConfig
 from ..detectors import Detector
 from ..driver import StreamDriver, Submit
 from ..errors import StoreError, TracklensError
-from ..perception import Perception
-from ..sources import FileSource, LiveSource, file_path, probe
+from ..jobs import open_file
+from ..perception import Perception, PerceptionBatch
+from ..sources import FileSource, LiveSource
 from ..store import FencedStore, TrackRecord, TrackStore
+from ..summary import JobResult
 from ..trackbook import TrackBook
-from ..types import Crop, Estimate, Frame, FrameResult
-from .control import ControlPlane, JobResult, Snapshot, StreamSpec, StreamStatus
+from ..types import Crop, Estimate, FrameResult
+from .control import ControlPlane, Owner, Snapshot, StreamSpec, StreamStatus
 
 __all__ = ["StreamWorker", "Submit", "end_orphans"]
 
@@ -61,10 +63,9 @@ class StreamWorker:
         person, face: detectors shared by the process's streams.
         store: the track store; control: the control plane.
         submit: how crops get estimated.
-        owner: this process's id (in statuses).
+        owner: this process (in statuses).
         estimators: ``mllm+specialist`` or ``specialist only``, for the status.
         token: the claim this worker runs under (:meth:`ControlPlane.claim`).
-        node: the machine this process runs on (in statuses), if known.
     """
 
     def __init__(
@@ -75,10 +76,9 @@ class StreamWorker:
         store: TrackStore,
         control: ControlPlane,
         submit: Submit,
-        owner: str,
+        owner: Owner,
         estimators: str,
         token: int,
-        node: str | None = None,
     ) -> None:
         self.spec, self.config = spec, config
         self.person, self.face = detectors
@@ -90,13 +90,16 @@ class StreamWorker:
         self._mode: str | None = None  # "end" (deleted), "handover" (lease lost, shutdown), "fenced" (another owner has it)
         self._source = None
         self._status = StreamStatus(id=spec.id, kind=spec.kind, generation=spec.generation, state="connecting", owner=owner,
-                                    node=node, estimators=estimators)  # fmt: skip
+                                    estimators=estimators)  # fmt: skip
         self._thread = threading.Thread(target=self._main, name=f"ingest-{spec.id}", daemon=True)
         self._recent: list[tuple[float, int]] = []  # (time, frames analysed) for the fps figure
         self.driver: StreamDriver | None = None
         self._control_down = False
         self._renderer = None  # the preview renderer, made when someone first watches
-        self._next_preview = 0.0
+        self._next_preview = self._next_status = self._next_snapshot = 0.0
+        self._stopping = threading.Event()  # set with _mode: the driver's loop ends
+        self._started = time.monotonic()
+        self._position = -1  # a file job: the index of the last frame analysed
 
     def start(self) -> StreamWorker:
         self._thread.start()
@@ -106,6 +109,7 @@ class StreamWorker:
         """``end``: end every track and write them (the stream was deleted, or the job
         cancelled); ``handover``: save the state and leave the tracks to the next owner."""
         self._mode = self._mode or mode
+        self._stopping.set()
         source = self._source
         if isinstance(source, LiveSource):
             source.stop()
@@ -133,29 +137,27 @@ class StreamWorker:
         self._status = self._status.model_copy(update={"state": "failed", "last_error": error, "updated_at": time.time()})
         try:
             if self.spec.kind == "job":
-                self.control.finish_job(self.spec.id, JobResult(state="failed", error=error), self._status,
-                                        self.config.store.ended_ttl_s, self.token)  # fmt: skip
+                result = JobResult.of(self.driver, "failed", self._status.frames_analysed, time.monotonic() - self._started,
+                                      error=error)  # fmt: skip
+                self.control.finish_job(self.spec.id, result, self._status, self.config.store.ended_ttl_s, self.token)
             else:
                 self.control.publish(self._status, None, self.token)
         except StoreError as err:
             log.warning("stream %s: could not record the failure: %s", self.spec.id, err)
 
-    def _open(self, fps: float | None):
-        if self.spec.kind == "job":
-            path = file_path(self.spec.url)
-            info = probe(path)
-            source = FileSource(path, stream=self.spec.id, fps=fps)
-            duration = info.get("duration_s")
-            expected = int(duration * source.analysis_fps) if duration else None
-            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected})
+    def _open(self, fps: float | None, saved: Snapshot | None):
+        if self.spec.kind == "job":  # the CLI's way into a file; after the saved frame for a job taken over
+            position = -1 if saved is None else saved.position
+            source, expected = open_file(self.spec.url, self.spec.id, fps, skip_through=position)
+            frames = 0 if saved is None else saved.frames_analysed
+            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected, "frames_analysed": frames})
             return source
         return LiveSource(self.spec.url, stream=self.spec.id, fps=fps, config=self.config.source.live)
 
     def _run(self) -> None:
         cfg = self.config
-        started = time.monotonic()
-        self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
         saved = self.control.load_snapshot(self.spec.id, self.spec.generation)
+        self._source = source = self._open(self.spec.options.fps or cfg.source.fps, saved)
         snapshot = None if saved is None else saved.state
         epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
         perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
@@ -163,6 +165,7 @@ class StreamWorker:
         if snapshot is not None:
             book.resume(perception.open_tracks)
             log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
+            self._position = saved.position
         # tracks left open by an owner that died (after its snapshot, or of an older generation
         # of this id that was deleted and added again): nobody else will end them
         end_orphans(self.store, self.spec.id, {span.key for span in perception.open_tracks})
@@ -170,26 +173,7 @@ class StreamWorker:
         # frame -> estimate latency is measurable when frame times are wall-clock seconds
         latency = self._latencies if source.time_base == "wall" else None
         self.driver = StreamDriver(perception, book, self.submit, on_requested=faces, on_applied=latency)
-        next_status = next_snapshot = 0.0
-        frames_iter = None if isinstance(source, LiveSource) else iter(source)
-        while self._mode is None:
-            frames = self._next_frames(source, frames_iter)
-            if frames is None:
-                break  # the file ended, or the live source gave up
-            if frames:
-                batch = self.driver.step(frames)
-                self._count(len(frames))
-                if batch.results:
-                    self._preview(batch.results[-1])
-            else:
-                self.driver.settle()
-            now = time.monotonic()
-            if now >= next_status:
-                self._publish()
-                next_status = now + cfg.ingest.status_s
-            if now >= next_snapshot:
-                self._save_snapshot()
-                next_snapshot = now + cfg.ingest.snapshot_s
+        self.driver.run(source, cfg.detection.batch_frames, self._stopping, self._tick)
         if self._mode == "fenced":
             log.warning("stream %s: another replica has claimed it; this worker stops without writing more", self.spec.id)
             return
@@ -202,19 +186,26 @@ class StreamWorker:
             state = "cancelled" if self._mode == "end" else "failed" if source.error else "done"
             self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
                                                            "last_error": source.error, "updated_at": time.time()})  # fmt: skip
-            result = JobResult(state=state, tracks=self.driver.tracks_ended, frames=self._status.frames_analysed,
-                               seconds=round(time.monotonic() - started, 2), error=source.error)  # fmt: skip
+            result = JobResult.of(self.driver, state, self._status.frames_analysed, time.monotonic() - self._started,
+                                  error=source.error)  # fmt: skip
             self._quietly(self.control.finish_job, self.spec.id, result, self._status, cfg.store.ended_ttl_s, self.token)
         elif self._mode is None:  # the live source gave up
             self._fail(source.error or "the stream ended")
 
-    def _next_frames(self, source, frames_iter) -> list[Frame] | None:
-        batch = self.config.detection.batch_frames
-        if isinstance(source, LiveSource):
-            frames = source.read(batch, timeout_s=0.5)
-            return None if not frames and source.done else frames
-        frames = [frame for _, frame in zip(range(batch), frames_iter)]
-        return frames or None
+    def _tick(self, batch: PerceptionBatch | None) -> None:
+        """After each step of the driver: count, preview, and now and then publish the status
+        and save the snapshot."""
+        if batch is not None and batch.results:
+            self._count(len(batch.results))
+            self._position = batch.results[-1].frame.index
+            self._preview(batch.results[-1])
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._publish()
+            self._next_status = now + self.config.ingest.status_s
+        if now >= self._next_snapshot:
+            self._save_snapshot()
+            self._next_snapshot = now + self.config.ingest.snapshot_s
 
     def _latencies(self, estimates: list[Estimate]) -> None:
         """Frame -> estimate latencies of a live stream, once the estimates are applied."""
@@ -289,7 +280,8 @@ class StreamWorker:
         self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s, self.token)
 
     def _save_snapshot(self) -> None:
-        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.driver.perception.snapshot())
+        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.driver.perception.snapshot(),
+                            position=self._position, frames_analysed=self._status.frames_analysed)  # fmt: skip
         self._quietly(self.control.save_snapshot, self.spec.id, snapshot)
 
     def _quietly(self, call, *args) -> None:
@@ -307,3 +299,4 @@ class StreamWorker:
             self._control_down = False
             if written is False:
                 self._mode = "fenced"
+                self._stopping.set()

@@ -102,6 +102,9 @@ class FileSource:
         path: video file (mp4, mkv, avi, ...).
         stream: stream id given to the frames.
         fps: analysis rate cap in frames per second (None: every frame).
+        skip_through: frames up to this index are decoded (times and the fps cap stay as in
+            a full run) but not handed on: a job taken over goes on after the last frame its
+            snapshot saw.
 
     Raises:
         InputError: on construction for a missing, empty or unreadable file, and from
@@ -114,14 +117,16 @@ class FileSource:
         decoded: frames decoded so far (analysed or not).
         timestamp_resets: backward jumps of the time stamps mended so far.
         error: why the stream ended early, or None.
+        decode_s: seconds spent decoding (and converting the frames handed on) so far.
     """
 
     time_base = "media"  # frame times are seconds from the file's start
 
-    def __init__(self, path: str | Path, stream: str = "video", fps: float | None = 10.0) -> None:
+    def __init__(self, path: str | Path, stream: str = "video", fps: float | None = 10.0, skip_through: int = -1) -> None:
         self.path = Path(path)
         self.stream = stream
         self._cap_fps = fps
+        self._skip_through = skip_through
         self._container = _open(self.path)
         video = self._container.streams.video[0]
         self._nominal = float(video.average_rate or video.guessed_rate or 0) or 30.0
@@ -130,6 +135,7 @@ class FileSource:
         self.decoded = 0
         self.timestamp_resets = 0
         self.error: str | None = None
+        self.decode_s = 0.0
 
     @property
     def nominal_fps(self) -> float:
@@ -148,6 +154,7 @@ class FileSource:
         frames = self._container.decode(video)
         clock = MonotonicClock(1.0 / self._nominal)
         while True:
+            t0 = time.perf_counter()
             try:
                 frame = next(frames)
             except StopIteration:
@@ -163,9 +170,11 @@ class FileSource:
             pts = clock.seconds(float(frame.time) if frame.time is not None else None)
             if clock.resets > self.timestamp_resets:
                 self._reset_seen(clock, index, pts)
-            if not cap.keep(pts):
+            if not cap.keep(pts) or index <= self._skip_through:
+                self.decode_s += time.perf_counter() - t0
                 continue
             image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+            self.decode_s += time.perf_counter() - t0
             yield Frame(self.stream, index, pts, time.time(), image)
         if self.decoded == 0:
             raise InputError(f"no frame could be decoded from {self.path}; is it truncated?")

@@ -103,8 +103,8 @@ class MllmEstimator:
         return {"track": crop.track, "time": crop.time, "source": "mllm", "model": self.model_id,
                 "quality": crop.quality, "prompt": self.prompt.version, "face_px": crop.face_px}  # fmt: skip
 
-    def _invalid(self, crop: Crop, reason: str, **extra) -> Estimate:
-        return Estimate(**self._base(crop), valid=False, reason=reason, extra=extra)
+    def _invalid(self, crop: Crop, reason: str, **answer) -> Estimate:
+        return Estimate(**self._base(crop), valid=False, reason=reason, **answer)
 
     def _from_scores(self, crop: Crop, answer: ScoredAnswer | BackendFailure) -> Estimate:
         if isinstance(answer, BackendFailure):
@@ -118,7 +118,7 @@ class MllmEstimator:
             age_std=max(std, 1.0),
             p_female=answer.p_female,
             expression=tuple(float(p) for p in expression) if crop.face is not None else None,
-            extra={"mode": "scored"},
+            mode="scored",
         )
 
     def _from_text(self, crop: Crop, text: str | BackendFailure) -> Estimate:
@@ -136,5 +136,6 @@ class MllmEstimator:
             age_std=None,  # a hard answer has no spread: the aggregator weighs it by the MLLM's typical error
             p_female=c if parsed.gender == "female" else 1.0 - c,
             expression=expression if crop.face is not None else None,
-            extra={"mode": self.config.mode, "raw": text[:500]},
+            mode=self.config.mode,
+            raw=text[:500],
         )
