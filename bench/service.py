@@ -16,7 +16,7 @@ crossing a brick wall, 25 fps, H.264 at 4 Mb/s). Three parts, one run:
    ~1 crop/s on its CPU); each pool replica stands for one GPU: 64 crops at once (idle), then
    1 (overloaded), for two streams of three people whose tracks keep asking (refresh every
    0.5 s, no confidence stop), so the load is steady. Printed side by side with the router
-   layout's figures (``bench/results/service_router_layout.json``, commit c8e94b1).
+   layout's figures (``bench/results/service_router_layout.json``, commit 9677385).
 3. **Memory** (RSS of the ingest replica) of one live stream over ``--minutes``.
 4. **Two ingest nodes** of a real Ray cluster on this machine (``LoopbackRayCluster``: a head
    with the API, two ingest nodes with one ingest replica each, a pool node with the
@@ -243,7 +243,8 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
             # a load test: every track asked about every 0.5 s, settled or not
             crops={"confirm_after_s": 0.5, "refresh_s": 0.5, "per_minute": 120, "expression_refresh_s": 0.5, "max_requests": 100000},
             aggregation={"confident_age_std": 0.01},
-            pools={"mllm": {**size, "max_ongoing_requests": slots, "max_queued_requests": slots}},
+            # a replica here is a thin client of the emulated GPU: its CPU share must not be what limits the pool
+            pools={"mllm": {**size, "max_ongoing_requests": slots, "max_queued_requests": slots, "num_cpus": 0.05}},
             router={"latency_budget_s": 10.0},
         )  # fmt: skip
         endpoint.set(service_s=service_s, concurrency=slots * most)
@@ -306,15 +307,17 @@ def latency(camera: RtspCamera, redis_url: str, window_s: float, service_s: floa
     return results
 
 
-#: The latency part as measured before routing moved into ingest (commit c8e94b1: every crop
-#: went through one ``EstimatorRouter`` replica, which shed the MLLM's overflow itself).
+#: The latency part as the router layout ran it (commit 9677385, before routing moved into
+#: ingest: every crop went through one ``EstimatorRouter`` replica, which shed the MLLM's
+#: overflow itself), measured with that commit's bench in the same session as the committed
+#: results.
 ROUTER_LAYOUT = REPO / "bench" / "results" / "service_router_layout.json"
 
 
 def compare_latency(now: dict, before_path: Path) -> str:
     """The latency phases side by side with the router layout's (its committed results)."""
     before = json.loads(before_path.read_text())["latency"] if before_path.exists() else {}
-    rows = [("router layout (c8e94b1)", before.get("idle"), before.get("overload")),
+    rows = [("router layout (9677385)", before.get("idle"), before.get("overload")),
             ("routing in ingest, 1 replica", now.get("idle"), now.get("overload")),
             ("routing in ingest, autoscaling", None, now.get("overload_autoscaling"))]  # fmt: skip
     lines = ["layout                          idle p50/p95 s   overload p50/p95 s   overload MLLM share   MLLM replicas"]
@@ -323,6 +326,7 @@ def compare_latency(now: dict, before_path: Path) -> str:
         share = f"{over['share']['mllm']:.2f}" if over else "-"
         replicas = over.get("mllm_replicas_max", 1) if over else "-"
         lines.append(f"{name:32}{cell(idle):17}{cell(over):21}{share:22}{replicas}")
+    lines.append("(overload: two streams asking ~10 crops/s of an MLLM pool whose replicas answer 2 crops/s each)")
     return "\n".join(lines)
 
 

@@ -115,8 +115,9 @@ def _rounded(value: float | None, digits: int) -> float | None:
 
 
 class JobResult(BaseModel):
-    """How an analysis of a video ended: the CLI's run or a service job. Counts are None-free;
-    errors and outputs are None when there was none.
+    """How an analysis of a video ended: the CLI's run or a service job (one class for both;
+    the fields marked "the CLI" stay empty for a job). Errors and outputs are None when there
+    was none.
 
     Attributes:
         state: ``done`` (the video ended), ``failed`` (see ``error`` / ``output_error``),

@@ -256,7 +256,7 @@ def test_a_file_job_taken_over_goes_on_after_the_frame_its_snapshot_saw(env, tmp
     """Regression: a job taken over read its file again from the first frame with the tracker
     restored from later on, so the people already seen came back as new tracks and frames were
     counted twice. Its snapshot now says where it was, and the new owner goes on from there:
-    the same frames, track ids and result as a run nobody interrupted."""
+    the same frames, track ids and counts as a run nobody interrupted."""
     from tracklens.pipeline.sample import make_sample_video
 
     config, control, store, submit, node = env
@@ -265,7 +265,7 @@ def test_a_file_job_taken_over_goes_on_after_the_frame_its_snapshot_saw(env, tmp
     control.add(StreamSpec(id="whole", kind="job", url=str(video)))
     whole = wait_until(lambda: control.result("whole"), timeout_s=120)
     spec = control.add(StreamSpec(id="split", kind="job", url=str(video)))
-    saved = wait_until(lambda: (s := control.load_snapshot("split", spec.generation)) and s.position >= 40 and s)
+    saved = wait_until(lambda: (s := control.load_snapshot("split", spec.generation)) and s.job.frame >= 40 and s)
     a._stop.set()  # a dies: no renewals, and its worker writes nothing more
     a._thread.join()
     for worker in a.workers.values():
@@ -273,8 +273,9 @@ def test_a_file_job_taken_over_goes_on_after_the_frame_its_snapshot_saw(env, tmp
     b = node("b")
     split = wait_until(lambda: control.result("split"), timeout_s=120)
     assert control.status("split").owner == b.owner, "a finished the job before it was stopped"
-    assert saved.frames_analysed > 0 and split.state == whole.state == "done"
-    assert split.frames == whole.frames  # every frame analysed once (those after the snapshot twice, counted once)
+    assert saved.job.frames_analysed > 0 and split.state == whole.state == "done"
+    assert split.frames == whole.frames  # every frame counted once (those after the snapshot were analysed twice)
+    assert split.tracks == whole.tracks >= 1 and split.seconds >= saved.job.seconds
     ids = [lambda tracks: sorted(t.track.split(":", 1)[1] for t in tracks)][0]
     assert ids(store.tracks("split")) == ids(store.tracks("whole"))
     assert all(t.state == "ended" for t in store.tracks("split"))

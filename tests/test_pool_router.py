@@ -92,7 +92,7 @@ def test_crops_the_mllm_pool_refuses_or_answers_badly_go_to_the_specialist_and_s
     assert got.estimates() == {"s:0:0": ["specialist"], "s:0:1": ["specialist"], "s:0:2": ["mllm"]}
     fallback = {t: e.primary_failure for tracks, ests in got.calls for t, e in zip(tracks, ests) if e.source == "specialist"}
     assert fallback == {"s:0:0": "backpressure", "s:0:1": "off-format: test"}
-    assert router.decider.shedding  # back-pressure: the specialist alone for a cooldown
+    assert not router.decider.shedding  # back-pressure refuses crops, not the next ones: the pool stays busy
     counts = router.take_counts()
     assert counts["fallback:backpressure"] == 1 and counts["fallback:invalid"] == 1 and counts["routed:specialist"] == 2
     router.close()

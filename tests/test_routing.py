@@ -30,11 +30,22 @@ def test_no_mllm_means_the_specialist_for_everything():
     assert decider.plan(["a", "b"]) == [False, False] and decider.in_flight == 0
 
 
+def test_back_pressure_sheds_only_the_crops_it_refused():
+    """Regression: a full MLLM queue made the router send every crop to the specialist for a
+    cooldown, so the pool idled at 40% of its capacity under a 5x overload and its autoscaler
+    never saw the demand. Back-pressure is per crop now: the next crops try the MLLM again."""
+    decider = RouteDecider(RouterConfig(cooldown_s=2.0), capacity=4, clock=Clock())
+    decider.plan(["a"])
+    decider.done(1, [], trouble="backpressure")
+    assert not decider.shedding and decider.plan(["b", "c"]) == [True, True]
+    assert decider.troubles == {"backpressure": 1}
+
+
 def test_trouble_sheds_for_a_cooldown_that_doubles_while_it_lasts_and_resets_after_a_clean_batch():
     clock = Clock()
     decider = RouteDecider(RouterConfig(cooldown_s=2.0, max_cooldown_s=5.0), capacity=4, clock=clock)
     decider.plan(["a"])
-    decider.done(1, [], trouble="backpressure")
+    decider.done(1, [], trouble="failure")
     assert decider.shedding and decider.plan(["b", "c"]) == [False, False]
     clock.now = 1.9
     assert decider.plan(["b"]) == [False]
@@ -50,7 +61,7 @@ def test_trouble_sheds_for_a_cooldown_that_doubles_while_it_lasts_and_resets_aft
     decider.done(1, [], trouble="failure")
     clock.now = 8.0
     assert not decider.shedding
-    assert decider.troubles == {"backpressure": 1, "overrun": 1, "failure": 1}
+    assert decider.troubles == {"overrun": 1, "failure": 2}
 
 
 def test_the_memory_of_answered_tracks_is_bounded():

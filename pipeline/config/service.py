@@ -81,11 +81,13 @@ class RouterConfig(_Section):
     """The route each ingest replica takes for its crops: the MLLM pool while it has room, the
     specialist pool otherwise.
 
-    A crop goes to the specialist when the MLLM pool rejects it (back-pressure), when the MLLM
-    does not answer within ``latency_budget_s`` (its later answer is still fused), when the call
-    fails, or when the answer is invalid. After back-pressure, an overrun or a failure, the
-    replica keeps to the specialist for ``cooldown_s`` (doubling up to ``max_cooldown_s`` while
-    the pool keeps failing), then tries the MLLM again: it does not flap on every batch.
+    A crop goes to the specialist when the MLLM pool rejects it (back-pressure: its queue is
+    full; the next crops try the MLLM again, so the pool stays busy and autoscales on that
+    demand), when the MLLM does not answer within ``latency_budget_s`` (its later answer is
+    still fused), when the call fails, or when the answer is invalid. After an overrun or a
+    failure, the replica keeps to the specialist for ``cooldown_s`` (doubling up to
+    ``max_cooldown_s`` while the pool keeps failing), then tries the MLLM again: it does not
+    flap on every batch.
     """
 
     latency_budget_s: float = Field(10.0, gt=0, description="past this the specialist answers; the MLLM's later answer still counts")

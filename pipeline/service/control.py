@@ -58,6 +58,7 @@ from ..urls import redact_url
 __all__ = [
     "LATENCY_BUCKETS_S",
     "ControlPlane",
+    "JobPosition",
     "Owner",
     "Snapshot",
     "StreamOptions",
@@ -257,17 +258,28 @@ class StreamStatus(_Model):
 SNAPSHOT_VERSION = 4
 
 
+class JobPosition(_Model):
+    """Where a file job was when its snapshot was saved, and its tallies up to there: a job
+    taken over goes on after ``frame``, and its result counts the whole job."""
+
+    frame: int = Field(-1, description="the index of the last frame analysed (-1: none)")
+    frames_analysed: int = 0
+    tracks_ended: int = 0
+    answered: dict[str, int] = Field(default_factory=dict, description="estimates applied, per source")
+    invalid: dict[str, int] = Field(default_factory=dict, description="those not usable, per reason")
+    seconds: float = Field(0.0, description="how long it had run")
+
+
 class Snapshot(_Model):
     """A stream's saved perception state, with the generation and the claim token of the
-    owner that saved it (a snapshot of another generation is never restored). A file job's
-    snapshot also says where in the file it was: a job taken over goes on after that frame."""
+    owner that saved it (a snapshot of another generation is never restored); a file job's
+    also says where in the file it was."""
 
     version: int = SNAPSHOT_VERSION
     generation: str
     token: int
     state: dict
-    position: int = Field(-1, description="file jobs: the index of the last frame analysed (-1: none)")
-    frames_analysed: int = Field(0, description="file jobs: frames analysed up to there")
+    job: JobPosition | None = None
 
 
 class ControlPlane:

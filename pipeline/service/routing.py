@@ -2,10 +2,13 @@
 
 The MLLM gets crops while it has room: fewer than ``capacity`` of the router's crops in the
 pool at once. When a batch has more crops than room, tracks the MLLM has never answered for go
-first (a track's first MLLM look matters more than a refresh). When the pool pushes back, runs
-over the latency budget or fails, the router sheds: every crop goes to the specialist for a
-cooldown, which doubles while the trouble goes on and resets after a clean MLLM batch, so the
-route does not flap batch by batch. No Ray here: the deployment in ``serve/`` calls this.
+first (a track's first MLLM look matters more than a refresh). A crop the pool pushes back
+(its queue is full) goes to the specialist, and the next crops are offered to the MLLM again:
+the pool stays busy and its queue full, which is the demand its autoscaler sees. When the MLLM
+runs over the latency budget or fails, the router sheds: every crop goes to the specialist for
+a cooldown, which doubles while the trouble goes on and resets after a clean MLLM batch, so the
+route does not flap batch by batch on a pool that is unwell. No Ray here: the deployment in
+``serve/`` calls this.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class RouteDecider:
 
     Attributes:
         in_flight: crops sent to the MLLM and not yet back.
-        troubles: back-pressure, overrun and failure events seen.
+        troubles: back-pressure, overrun and failure events seen (only overruns and failures
+            shed).
     """
 
     def __init__(self, cfg: RouterConfig, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
@@ -70,6 +74,7 @@ class RouteDecider:
             self._answered.popitem(last=False)
         if trouble is not None:
             self.troubles[trouble] += 1
+        if trouble in ("overrun", "failure"):
             self._shed_until = self.clock() + self._cooldown
             self._cooldown = min(self.cfg.max_cooldown_s, self._cooldown * 2)
         elif sent:

@@ -29,7 +29,7 @@ from ..store import FencedStore, TrackRecord, TrackStore
 from ..summary import JobResult
 from ..trackbook import TrackBook
 from ..types import Crop, Estimate, FrameResult
-from .control import ControlPlane, Owner, Snapshot, StreamSpec, StreamStatus
+from .control import ControlPlane, JobPosition, Owner, Snapshot, StreamSpec, StreamStatus
 
 __all__ = ["StreamWorker", "Submit", "end_orphans"]
 
@@ -99,7 +99,8 @@ class StreamWorker:
         self._next_preview = self._next_status = self._next_snapshot = 0.0
         self._stopping = threading.Event()  # set with _mode: the driver's loop ends
         self._started = time.monotonic()
-        self._position = -1  # a file job: the index of the last frame analysed
+        self._job = JobPosition()  # a file job: where it starts (after its snapshot's frame when taken over)
+        self._last_frame = -1  # the index of the last frame analysed
 
     def start(self) -> StreamWorker:
         self._thread.start()
@@ -137,27 +138,27 @@ class StreamWorker:
         self._status = self._status.model_copy(update={"state": "failed", "last_error": error, "updated_at": time.time()})
         try:
             if self.spec.kind == "job":
-                result = JobResult.of(self.driver, "failed", self._status.frames_analysed, time.monotonic() - self._started,
-                                      error=error)  # fmt: skip
+                result = JobResult.of(self.driver, "failed", self._status.frames_analysed, self._seconds(), error=error)
                 self.control.finish_job(self.spec.id, result, self._status, self.config.store.ended_ttl_s, self.token)
             else:
                 self.control.publish(self._status, None, self.token)
         except StoreError as err:
             log.warning("stream %s: could not record the failure: %s", self.spec.id, err)
 
-    def _open(self, fps: float | None, saved: Snapshot | None):
+    def _open(self, fps: float | None):
         if self.spec.kind == "job":  # the CLI's way into a file; after the saved frame for a job taken over
-            position = -1 if saved is None else saved.position
-            source, expected = open_file(self.spec.url, self.spec.id, fps, skip_through=position)
-            frames = 0 if saved is None else saved.frames_analysed
-            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected, "frames_analysed": frames})
+            source, expected = open_file(self.spec.url, self.spec.id, fps, skip_through=self._job.frame)
+            update = {"state": "running", "frames_expected": expected, "frames_analysed": self._job.frames_analysed}
+            self._status = self._status.model_copy(update=update)
             return source
         return LiveSource(self.spec.url, stream=self.spec.id, fps=fps, config=self.config.source.live)
 
     def _run(self) -> None:
         cfg = self.config
         saved = self.control.load_snapshot(self.spec.id, self.spec.generation)
-        self._source = source = self._open(self.spec.options.fps or cfg.source.fps, saved)
+        if saved is not None and saved.job is not None:
+            self._job = saved.job
+        self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
         snapshot = None if saved is None else saved.state
         epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
         perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
@@ -165,7 +166,6 @@ class StreamWorker:
         if snapshot is not None:
             book.resume(perception.open_tracks)
             log.info("stream %s: taken over from its snapshot (%d open tracks)", self.spec.id, len(perception.open_tracks))
-            self._position = saved.position
         # tracks left open by an owner that died (after its snapshot, or of an older generation
         # of this id that was deleted and added again): nobody else will end them
         end_orphans(self.store, self.spec.id, {span.key for span in perception.open_tracks})
@@ -173,6 +173,9 @@ class StreamWorker:
         # frame -> estimate latency is measurable when frame times are wall-clock seconds
         latency = self._latencies if source.time_base == "wall" else None
         self.driver = StreamDriver(perception, book, self.submit, on_requested=faces, on_applied=latency)
+        self.driver.tracks_ended = self._job.tracks_ended  # a job taken over: its tallies so far
+        self.driver.answered.update(self._job.answered)
+        self.driver.invalid.update(self._job.invalid)
         self.driver.run(source, cfg.detection.batch_frames, self._stopping, self._tick)
         if self._mode == "fenced":
             log.warning("stream %s: another replica has claimed it; this worker stops without writing more", self.spec.id)
@@ -186,8 +189,7 @@ class StreamWorker:
             state = "cancelled" if self._mode == "end" else "failed" if source.error else "done"
             self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
                                                            "last_error": source.error, "updated_at": time.time()})  # fmt: skip
-            result = JobResult.of(self.driver, state, self._status.frames_analysed, time.monotonic() - self._started,
-                                  error=source.error)  # fmt: skip
+            result = JobResult.of(self.driver, state, self._status.frames_analysed, self._seconds(), error=source.error)
             self._quietly(self.control.finish_job, self.spec.id, result, self._status, cfg.store.ended_ttl_s, self.token)
         elif self._mode is None:  # the live source gave up
             self._fail(source.error or "the stream ended")
@@ -197,7 +199,7 @@ class StreamWorker:
         and save the snapshot."""
         if batch is not None and batch.results:
             self._count(len(batch.results))
-            self._position = batch.results[-1].frame.index
+            self._last_frame = batch.results[-1].frame.index
             self._preview(batch.results[-1])
         now = time.monotonic()
         if now >= self._next_status:
@@ -279,9 +281,18 @@ class StreamWorker:
         self._status = status.model_copy(update=update)
         self._quietly(self.control.publish, self._status, 3 * self.config.ingest.lease_s, self.token)
 
+    def _seconds(self) -> float:
+        """How long the job has run, under every owner."""
+        return self._job.seconds + time.monotonic() - self._started
+
     def _save_snapshot(self) -> None:
-        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.driver.perception.snapshot(),
-                            position=self._position, frames_analysed=self._status.frames_analysed)  # fmt: skip
+        job = None
+        if self.spec.kind == "job":
+            driver = self.driver
+            job = JobPosition(frame=max(self._last_frame, self._job.frame), frames_analysed=self._status.frames_analysed,
+                              tracks_ended=driver.tracks_ended, answered=dict(driver.answered), invalid=dict(driver.invalid),
+                              seconds=round(self._seconds(), 2))  # fmt: skip
+        snapshot = Snapshot(generation=self.spec.generation, token=self.token, state=self.driver.perception.snapshot(), job=job)
         self._quietly(self.control.save_snapshot, self.spec.id, snapshot)
 
     def _quietly(self, call, *args) -> None:
