@@ -22,12 +22,17 @@ def test_each_deployment_asks_for_its_node_role_and_a_partial_section_keeps_it(t
     config_file = tmp_path / "serve.yaml"
     config_file.write_text(
         "estimator: {type: routed, primary: {type: mllm, backend: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: m}}}\n"
-        "pools: {specialist: {num_cpus: 1}, mllm: {num_replicas: auto, max_replicas: 3}}\n"
+        "pools: {specialist: {num_cpus: 1}, mllm: {num_replicas: auto, max_replicas: 3, upscale_delay_s: 2}}\n"
     )
     options = deployment_options(load_serve_config(config_file))
     asked = {name: o["ray_actor_options"].get("resources", {}) for name, o in options.items()}
     assert asked == {"Api": {}, "StreamIngest": {"ingest": 0.01}, "SpecialistPool": {"specialist": 0.01}, "MLLMPool": {"mllm": 0.01}}
     assert options["SpecialistPool"]["ray_actor_options"]["num_cpus"] == 1
+    scaling = options["MLLMPool"]["autoscaling_config"]
+    assert scaling == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4.0, "upscale_delay_s": 2.0, "downscale_delay_s": 600.0}
+    from ray.serve.config import AutoscalingConfig
+
+    AutoscalingConfig(**scaling)  # what Ray Serve takes: every key is one of its own
 
 
 def test_a_ray_of_one_machine_offers_every_role_its_replicas_ask_for():
