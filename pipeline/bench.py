@@ -70,7 +70,8 @@ def _pipeline(video: Path, overrides: dict, models: ModelCache) -> dict:
     source = open_source(video, fps=config.source.fps)
     store = MemoryTrackStore()
     analyzer = StreamAnalyzer(config, stages, store, source.analysis_fps)
-    stats = analyze(source, analyzer)
+    analyze(source, analyzer)
+    stats = analyzer.stats
     source.close()
     stages.close()
     s = stats.seconds

@@ -19,7 +19,6 @@ tables, exit statuses) belongs to the front-end.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,7 +145,6 @@ class Analysis:
             self.config, self.stages, self.store, self.source.analysis_fps, self.config.stream, on_track_end=track_ended
         )
         annotator = None
-        started = time.monotonic()
         try:
             if self.annotate is not None:
                 from .annotate import Annotator
@@ -174,7 +172,7 @@ class Analysis:
             error = getattr(self.source, "error", None)
             stopped = stop is not None and stop.is_set()
             state = "stopped" if stopped else "failed" if error or output_error else "done"
-            result = JobResult.of(analyzer.driver, state, analyzer.stats.frames_analysed, time.monotonic() - started,
+            result = JobResult.of(analyzer.driver, state, analyzer.stats.frames_analysed, analyzer.stats.seconds["total"],
                                   error=error, output_error=output_error[0] if output_error else None, **outputs)  # fmt: skip
         return result
 

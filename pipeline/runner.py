@@ -1,5 +1,5 @@
 """A stream in one process, with no Ray: the stream driver (:mod:`.driver`) with the estimator
-called in line, and the run loop over a source.
+called in line, its stats, and :func:`analyze`, a source run through it to the end.
 
 ``source -> [perception: detect -> associate -> track -> crops] -> estimate -> [track book:
 fuse -> version -> store]``. The CLI's ``analyze``, the bench and most tests run this;

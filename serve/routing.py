@@ -100,7 +100,7 @@ class PoolRouter:
 
         calls = {asyncio.ensure_future(self._one(crop)): i for i, crop in enumerate(crops)}
         done, late = await asyncio.wait(calls, timeout=self.config.router.latency_budget_s)
-        answered, why, trouble = {}, {}, None
+        answered, why, troubles = {}, {}, set()
         for call in done:
             i = calls[call]
             error = call.exception()
@@ -116,12 +116,14 @@ class PoolRouter:
                 reason = "invalid"
             why[i] = call.result().reason if error is None else reason
             self._count(f"fallback:{reason}")
-            trouble = trouble or (reason if reason != "invalid" else None)
+            troubles.add(reason)
         for call in late:
             why[calls[call]] = "overrun"
             self._count("fallback:overrun")
-            trouble = trouble or "overrun"
+            troubles.add("overrun")
             call.add_done_callback(lambda c, i=calls[call]: self._late(c, crops[i], deliver))
+        # the worst trouble of the batch speaks for it: a failure or an overrun sheds, back-pressure alone does not
+        trouble = next((t for t in ("failure", "overrun", "backpressure") if t in troubles), None)
         self.decider.done(len(done), [crops[i].track for i in answered], trouble)
         if answered:
             order = sorted(answered)

@@ -119,6 +119,21 @@ def test_jobs_stay_on_record_until_their_retention_and_only_their_owner_finishes
     assert [j.id for j in control.jobs()] == ["j2"]
 
 
+def test_a_status_written_before_owners_were_typed_still_reads(plane):
+    """Regression: after the upgrade that typed owners, the statuses older replicas had
+    written (kept for days for ended jobs) failed validation and the job list gave a 500."""
+    control, clock, prefix = plane
+    spec = control.add(StreamSpec(id="j3", kind="job", url="/videos/c.mp4"))
+    old = {"id": "j3", "kind": "job", "generation": spec.generation, "state": "done", "owner": "r1@host:42", "node": "n1",
+           "frames_analysed": 40, "progress": 1.0}  # fmt: skip
+    control.client.set(f"{prefix}:ctl:status:j3", json.dumps(old))
+    status = control.status("j3", spec.generation)
+    assert status.state == "done" and status.frames_analysed == 40
+    assert status.owner.name == "r1@host:42" and status.owner.node == "n1" and status.owner.pid is None
+    control.client.set(f"{prefix}:ctl:status:j3", json.dumps({**old, "owner": None, "node": None, "state": "cancelled"}))
+    assert control.status("j3").state == "cancelled" and control.status("j3").owner is None
+
+
 def test_a_snapshot_of_another_layout_is_recognised_and_not_restored(plane):
     """A snapshot saved by an older tracklens (unversioned, or another version) is not
     misread after an upgrade: the stream starts afresh."""

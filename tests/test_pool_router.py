@@ -98,6 +98,27 @@ def test_crops_the_mllm_pool_refuses_or_answers_badly_go_to_the_specialist_and_s
     router.close()
 
 
+def test_a_batch_with_back_pressure_and_an_overrun_sheds():
+    """Back-pressure alone does not shed, but it must not hide worse trouble in the same batch:
+    a refused crop beside one that overran the budget starts the cooldown."""
+    release = threading.Event()
+
+    async def mllm(crop):
+        if crop.track == "s:0:0":
+            raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return _estimate(crop, "mllm")
+
+    router, got = _router(mllm, budget_s=0.05), _Collected()
+    router.submit(_crops(2), got)
+    wait_until(lambda: len(got.estimates()) == 2)
+    assert router.decider.shedding and router.decider.troubles == {"overrun": 1}
+    release.set()
+    wait_until(lambda: router.in_flight == 0)
+    router.close()
+
+
 def test_an_answer_past_the_latency_budget_is_still_delivered_after_the_specialist_s():
     release = threading.Event()
 

@@ -142,3 +142,15 @@ def test_a_restarted_stream_goes_on_with_the_same_track_keys():
     restarted = run([range(0, 24), range(24, 40)])
     assert restarted == whole
     assert {k for frame in whole[0] for k in frame} == {"cam:0:1", "cam:0:2"}
+
+
+def test_the_pipeline_bench_times_each_stage_of_a_real_run(sample_video, models):
+    """Regression: the bench read its stats from what ``analyze`` returned, which became the
+    run's end; ``make bench`` failed before measuring anything."""
+    from tracklens.pipeline.bench import _pipeline
+
+    got = _pipeline(sample_video, {}, models)
+    assert got["frames"] == 40 and got["fps"] > 0
+    assert got["seconds"]["decode"] > 0 and got["seconds"]["person"] > 0 and got["seconds"]["total"] >= got["seconds"]["decode"]
+    assert [t[0] for t in got["tracks"]] == ["video:0:1"]
+

@@ -31,6 +31,22 @@ def test_fps_cap_decodes_everything_and_hands_on_a_subset(tmp_path):
     assert np.diff([f.pts for f in frames]) == pytest.approx(0.1, abs=1e-3)
 
 
+def test_a_source_skipping_to_a_saved_frame_hands_on_the_same_frames_as_a_full_run(tmp_path):
+    """A job taken over goes on after its snapshot's frame: the frames after it are those a
+    full run hands on (same indices, same times: the fps cap and the clock saw every frame),
+    and a stopped source ends quietly (no "truncated" error, no "nothing decoded" error)."""
+    path = write_video(tmp_path / "v.mp4", frames=60, fps=30)
+    with FileSource(path, fps=10) as src:
+        full = [(f.index, round(f.pts, 6)) for f in src]
+    with FileSource(path, fps=10, skip_through=30) as src:
+        rest = [(f.index, round(f.pts, 6)) for f in src]
+        assert src.decoded == 60 and src.error is None
+    assert rest == [f for f in full if f[0] > 30] and rest
+    with FileSource(path, fps=10) as src:
+        src.stop()  # a job cancelled while it opened (or skipped): nothing more is decoded
+        assert list(src) == [] and src.decoded == 0 and src.error is None
+
+
 def test_fps_cap_thins_rates_that_are_not_multiples():
     cap = FpsCap(10)
     kept = [i for i in range(250) if cap.keep(i / 25)]  # 10 s at 25 fps

@@ -26,7 +26,7 @@ def needs_fallback(estimate: Estimate) -> bool:
 class RoutedEstimator:
     """List of crops in, list of estimates out (same length and order); each estimate keeps
     the source that made it, and a fallback estimate records why the primary did not answer
-    (``extra["primary_failure"]``).
+    (``primary_failure``).
 
     Attributes:
         routed: estimates made, per source.

@@ -28,7 +28,7 @@ Keys, under the store's prefix (default ``tl``)::
     tl:ctl:fence:{id}           counter: the token of the stream's latest claim
     tl:ctl:replicas             sorted set: ingest replicas by heartbeat expiry (ms)
     tl:ctl:status:{id}          string StreamStatus JSON (expires unless refreshed)
-    tl:ctl:snapshot:{id}        string Snapshot JSON: generation, token, perception state
+    tl:ctl:snapshot:{id}        string Snapshot JSON: generation, token, perception state (a job's: its position)
     tl:ctl:result:{id}          string JobResult JSON
     tl:ctl:face:{track}         string JPEG of a track's best face (only if switched on; expires)
     tl:ctl:watch:{id}           string: someone watches the stream's preview (expires after ingest.preview_watch_s)
@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import check_stream_id
 from ..errors import StoreError, StoreUnavailableError
@@ -205,8 +205,8 @@ class Owner(_Model):
     carry its :attr:`id`; nothing parses that id back."""
 
     name: str = Field(min_length=1, description="the process's name: its Serve replica id in the service")
-    host: str
-    pid: int
+    host: str | None = Field(None, description="its host name (None: a status written before owners were typed)")
+    pid: int | None = Field(None, description="its process id (None: as for host)")
     node: str | None = Field(None, description="the machine it runs on (the Ray node id in the service)")
 
     @classmethod
@@ -250,12 +250,24 @@ class StreamStatus(_Model):
     progress: float | None = Field(None, description="jobs: share done, 0-1")
     updated_at: float = Field(default_factory=time.time)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_owner(cls, data):
+        """A status written before owners were typed (the owner's id as a string, its node
+        beside it) still reads, as far as it says: the owner's name is that id."""
+        if isinstance(data, dict) and ("node" in data or isinstance(data.get("owner"), str)):
+            data = dict(data)
+            node = data.pop("node", None)
+            if isinstance(data.get("owner"), str):
+                data["owner"] = {"name": data["owner"], "node": node}
+        return data
+
 
 #: The layout of :class:`Snapshot`; a snapshot saved under another one (an older tracklens) is
 #: recognised and not restored: the stream starts afresh, in a new epoch. Version 3: crop
-#: budgets carry what each track still needs and the quality last asked about. Version 4: a
-#: file job's position.
-SNAPSHOT_VERSION = 4
+#: budgets carry what each track still needs and the quality last asked about (a file job's
+#: position came later, as an optional field: a job's snapshot without it is not restored).
+SNAPSHOT_VERSION = 3
 
 
 class JobPosition(_Model):

@@ -6,8 +6,9 @@ first (a track's first MLLM look matters more than a refresh). A crop the pool p
 (its queue is full) goes to the specialist, and the next crops are offered to the MLLM again:
 the pool stays busy and its queue full, which is the demand its autoscaler sees. When the MLLM
 runs over the latency budget or fails, the router sheds: every crop goes to the specialist for
-a cooldown, which doubles while the trouble goes on and resets after a clean MLLM batch, so the
-route does not flap batch by batch on a pool that is unwell. No Ray here: the deployment in
+a cooldown, which doubles while the trouble goes on and resets after a clean MLLM batch (one
+with neither trouble nor back-pressure), so the route does not flap batch by batch on a pool
+that is unwell. No Ray here: the deployment in
 ``serve/`` calls this.
 """
 
@@ -65,7 +66,7 @@ class RouteDecider:
 
     def done(self, sent: int, answered: Iterable[str], trouble: str | None = None) -> None:
         """``sent`` crops came back; ``answered`` are the tracks the MLLM gave a valid estimate
-        for; ``trouble`` is ``backpressure``, ``overrun`` or ``failure`` when the batch had any."""
+        for; ``trouble`` is the batch's worst: ``failure``, ``overrun`` or ``backpressure``."""
         self.in_flight = max(0, self.in_flight - sent)
         for key in answered:
             self._answered[key] = None
@@ -77,5 +78,5 @@ class RouteDecider:
         if trouble in ("overrun", "failure"):
             self._shed_until = self.clock() + self._cooldown
             self._cooldown = min(self.cfg.max_cooldown_s, self._cooldown * 2)
-        elif sent:
+        elif trouble is None and sent:  # a clean batch (back-pressure neither sheds nor clears the trouble)
             self._cooldown = self.cfg.cooldown_s

@@ -109,10 +109,13 @@ class StreamWorker:
     def stop(self, mode: str) -> None:
         """``end``: end every track and write them (the stream was deleted, or the job
         cancelled); ``handover``: save the state and leave the tracks to the next owner."""
-        self._mode = self._mode or mode
+        self._halt(self._mode or mode)
+
+    def _halt(self, mode: str) -> None:
+        self._mode = mode
         self._stopping.set()
         source = self._source
-        if isinstance(source, LiveSource):
+        if source is not None:  # a live source blocked on its camera, a file skipping to its snapshot's frame
             source.stop()
 
     def join(self, timeout_s: float | None = None) -> None:
@@ -138,7 +141,7 @@ class StreamWorker:
         self._status = self._status.model_copy(update={"state": "failed", "last_error": error, "updated_at": time.time()})
         try:
             if self.spec.kind == "job":
-                result = JobResult.of(self.driver, "failed", self._status.frames_analysed, self._seconds(), error=error)
+                result = self._result("failed", error)
                 self.control.finish_job(self.spec.id, result, self._status, self.config.store.ended_ttl_s, self.token)
             else:
                 self.control.publish(self._status, None, self.token)
@@ -156,9 +159,14 @@ class StreamWorker:
     def _run(self) -> None:
         cfg = self.config
         saved = self.control.load_snapshot(self.spec.id, self.spec.generation)
-        if saved is not None and saved.job is not None:
-            self._job = saved.job
+        if saved is not None and self.spec.kind == "job":
+            if saved.job is None:  # it does not say where in the file it was (an older tracklens): start afresh
+                saved = None
+            else:
+                self._job = saved.job
         self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
+        if self._stopping.is_set():  # stopped while it opened
+            source.stop()
         snapshot = None if saved is None else saved.state
         epoch = int(snapshot["epoch"]) if snapshot else self.store.next_epoch(self.spec.id)
         perception = Perception(cfg, self.person, self.face, self.spec.id, epoch, source.analysis_fps, snapshot=snapshot)
@@ -176,6 +184,7 @@ class StreamWorker:
         self.driver.tracks_ended = self._job.tracks_ended  # a job taken over: its tallies so far
         self.driver.answered.update(self._job.answered)
         self.driver.invalid.update(self._job.invalid)
+        self._publish()  # running (a job taken over may first skip a long stretch of its file)
         self.driver.run(source, cfg.detection.batch_frames, self._stopping, self._tick)
         if self._mode == "fenced":
             log.warning("stream %s: another replica has claimed it; this worker stops without writing more", self.spec.id)
@@ -189,7 +198,7 @@ class StreamWorker:
             state = "cancelled" if self._mode == "end" else "failed" if source.error else "done"
             self._status = self._status.model_copy(update={"state": state, "progress": 1.0 if state == "done" else None,
                                                            "last_error": source.error, "updated_at": time.time()})  # fmt: skip
-            result = JobResult.of(self.driver, state, self._status.frames_analysed, self._seconds(), error=source.error)
+            result = self._result(state, source.error)
             self._quietly(self.control.finish_job, self.spec.id, result, self._status, cfg.store.ended_ttl_s, self.token)
         elif self._mode is None:  # the live source gave up
             self._fail(source.error or "the stream ended")
@@ -285,6 +294,15 @@ class StreamWorker:
         """How long the job has run, under every owner."""
         return self._job.seconds + time.monotonic() - self._started
 
+    def _result(self, state: str, error: str | None) -> JobResult:
+        """The job's result: its driver's tallies, or those of its earlier owners when it
+        failed before its driver started."""
+        if self.driver is not None:
+            return JobResult.of(self.driver, state, self._status.frames_analysed, self._seconds(), error=error)
+        job = self._job
+        return JobResult(state=state, frames=job.frames_analysed, tracks=job.tracks_ended, estimates=job.answered,
+                         invalid=job.invalid, seconds=round(self._seconds(), 2), error=error)  # fmt: skip
+
     def _save_snapshot(self) -> None:
         job = None
         if self.spec.kind == "job":
@@ -309,5 +327,4 @@ class StreamWorker:
         else:
             self._control_down = False
             if written is False:
-                self._mode = "fenced"
-                self._stopping.set()
+                self._halt("fenced")

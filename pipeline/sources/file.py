@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,7 @@ class FileSource:
         self.timestamp_resets = 0
         self.error: str | None = None
         self.decode_s = 0.0
+        self._stop = threading.Event()
 
     @property
     def nominal_fps(self) -> float:
@@ -153,7 +155,7 @@ class FileSource:
         video.thread_type = "AUTO"
         frames = self._container.decode(video)
         clock = MonotonicClock(1.0 / self._nominal)
-        while True:
+        while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
                 frame = next(frames)
@@ -176,6 +178,8 @@ class FileSource:
             image = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
             self.decode_s += time.perf_counter() - t0
             yield Frame(self.stream, index, pts, time.time(), image)
+        if self._stop.is_set():
+            return
         if self.decoded == 0:
             raise InputError(f"no frame could be decoded from {self.path}; is it truncated?")
         if self.error is None:
@@ -199,6 +203,11 @@ class FileSource:
         if self._declared_s and last_pts + 2.0 / self._nominal < self._declared_s - 0.1:
             return f"the file ends at {last_pts:.1f} s of the {self._declared_s:.1f} s its header declares; it looks truncated"
         return None
+
+    def stop(self) -> None:
+        """End iteration at the next decoded frame (from any thread): a job stopped while it
+        skips to where its snapshot was does not decode the rest of that stretch first."""
+        self._stop.set()
 
     def close(self) -> None:
         self._container.close()
