@@ -5,7 +5,9 @@ Without ``--address`` it owns everything it starts: a Ray of this machine alone 
 happens to find running here), a private redis-server unless given one, and stops them all.
 With ``--address`` it attaches to a running cluster that it does not own: the Redis must be
 given (the cluster's nodes must reach it), the app is deployed under its name, and stopping
-deletes that application only; the cluster, its Serve and its other applications go on."""
+deletes that application only; the cluster, its Serve and its other applications go on. A
+cluster that already runs the application (another ``serve --address``, a RayService) is
+refused: a second one would take it over and, when stopped, delete it under the first."""
 
 from __future__ import annotations
 
@@ -152,6 +154,12 @@ def _serve(config, address: str | None, say, shown_url: str, stop_signals) -> in
             # one machine would all bind the same port); a Serve already running keeps its options
             ray.serve.start(proxy_location=config.api.proxy_location,
                             http_options=HTTPOptions(host=config.api.host, port=config.api.port), logging_config=quiet)  # fmt: skip
+            if address and APP_NAME in ray.serve.status().applications:
+                raise ConfigError(
+                    f"the Ray cluster at {quoted(address)} already runs a {APP_NAME} application (another `tracklens serve "
+                    "--address`, or a RayService); stop that one first (one left by a killed serve goes with Ray's "
+                    "`serve shutdown` on the head, which deletes every Serve application there)"
+                )
             target = ray.serve.RunTarget(build_app(config), name=APP_NAME, route_prefix="/", logging_config=quiet)
             ray.serve.run_many([target], wait_for_applications_running=False)
             if _deployed(config, address, say, signals.event):

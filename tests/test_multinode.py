@@ -14,6 +14,7 @@ bounded poll that says what it waited for; nothing asserts wall time.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,20 @@ def test_serve_attaches_to_a_cluster_and_deletes_only_its_own_application_when_s
                        and r.json(), 120)  # fmt: skip
         assert health["status"] == "ok"
         assert "tracklens" in ray.serve.status().applications
+        # a second serve on the same cluster (its own home, so its own serve lock) is refused in
+        # one line: it would take the application over and delete it when stopped
+        other_home = tmp_path / "other-home"
+        shutil.copytree(home, other_home, symlinks=True)
+        second = subprocess.run(
+            [sys.executable, "-m", "tracklens.serve.cli", "serve", "--address", cluster["cluster"].address, "--redis-url",
+             cluster["redis"], "--config", str(tmp_path / "serve.yaml")],
+            capture_output=True, text=True, env=env | {"TRACKLENS_HOME": str(other_home)}, timeout=180,
+        )  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        errors = [line for line in second.stderr.splitlines() if line.startswith("tracklens: error:")]
+        assert len(errors) == 1 and "already runs a tracklens application" in errors[0], second.stderr
+        assert "Traceback" not in second.stderr
+        assert proc.poll() is None and httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # the first goes on
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=180) == 0, "".join(said)
     finally:
