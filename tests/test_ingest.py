@@ -276,8 +276,10 @@ def test_a_file_job_taken_over_goes_on_after_the_frame_its_snapshot_saw(env, tmp
     assert saved.job.frames_analysed > 0 and split.state == whole.state == "done"
     assert split.frames == whole.frames  # every frame counted once (those after the snapshot were analysed twice)
     assert split.tracks == whole.tracks >= 1 and split.seconds >= saved.job.seconds
-    ids = [lambda tracks: sorted(t.track.split(":", 1)[1] for t in tracks)][0]
-    assert ids(store.tracks("split")) == ids(store.tracks("whole"))
+    def ids(stream: str) -> list[str]:  # epoch and track id, without the stream
+        return sorted(t.track.split(":", 1)[1] for t in store.tracks(stream))
+
+    assert ids("split") == ids("whole")
     assert all(t.state == "ended" for t in store.tracks("split"))
 
 
