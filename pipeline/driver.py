@@ -103,16 +103,17 @@ class StreamDriver:
         its batch (None after a step without frames). The tracks still open are left open:
         the caller ends them (:meth:`finish`) or hands them over.
         """
+        done = on_batch or (lambda batch: None)
         if isinstance(source, LiveSource):
             while not stop.is_set():
                 frames = source.read(batch_frames, timeout_s=0.5)
                 if not frames and source.done:
                     return True
-                batch = self.step(frames) if frames else None
-                if batch is None:
+                if frames:
+                    done(self.step(frames))
+                else:
                     self.settle()
-                if on_batch is not None:
-                    on_batch(batch)
+                    done(None)
             return False
         frames: list[Frame] = []
         for frame in source:
@@ -120,13 +121,10 @@ class StreamDriver:
                 return False
             frames.append(frame)
             if len(frames) >= batch_frames:
-                batch, frames = self.step(frames), []
-                if on_batch is not None:
-                    on_batch(batch)
+                done(self.step(frames))
+                frames = []
         if frames and not stop.is_set():
-            batch = self.step(frames)
-            if on_batch is not None:
-                on_batch(batch)
+            done(self.step(frames))
         return not stop.is_set()
 
     def step(self, frames: list[Frame]) -> PerceptionBatch:

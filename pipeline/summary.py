@@ -16,12 +16,12 @@ Labels are null until enough evidence has been gathered (see ``AggregationConfig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from .driver import StreamDriver
+    from collections import Counter
 
 __all__ = ["AgeSummary", "EstimatePoint", "ExpressionSummary", "GenderSummary", "JobResult", "TrackSummary"]
 
@@ -114,6 +114,14 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+class Tallies(Protocol):
+    """What a run counted: a :class:`~.driver.StreamDriver`, or a saved ``JobPosition``."""
+
+    tracks_ended: int
+    answered: Counter | dict[str, int]
+    invalid: Counter | dict[str, int]
+
+
 class JobResult(BaseModel):
     """How an analysis of a video ended: the CLI's run or a service job (one class for both;
     the fields marked "the CLI" stay empty for a job). Errors and outputs are None when there
@@ -166,11 +174,11 @@ class JobResult(BaseModel):
     summaries: list[TrackSummary] = Field(default_factory=list, exclude=True)
 
     @classmethod
-    def of(cls, driver: StreamDriver | None, state: str, frames: int, seconds: float, **more) -> JobResult:
-        """The result of a run of ``driver`` (None: it never started)."""
-        counts = {} if driver is None else {"tracks": driver.tracks_ended, "estimates": dict(driver.answered),
-                                            "invalid": dict(driver.invalid)}  # fmt: skip
-        return cls(state=state, frames=frames, seconds=round(seconds, 2), **counts, **more)
+    def of(cls, tallies: Tallies, state: str, frames: int, seconds: float, **more) -> JobResult:
+        """The result of a run, with the tallies of its driver (or, for a service job whose
+        driver never started, those its earlier owners saved)."""
+        return cls(state=state, frames=frames, tracks=tallies.tracks_ended, estimates=dict(tallies.answered),
+                   invalid=dict(tallies.invalid), seconds=round(seconds, 2), **more)  # fmt: skip
 
     @property
     def backend_failures(self) -> int:

@@ -151,8 +151,7 @@ class StreamWorker:
     def _open(self, fps: float | None):
         if self.spec.kind == "job":  # the CLI's way into a file; after the saved frame for a job taken over
             source, expected = open_file(self.spec.url, self.spec.id, fps, skip_through=self._job.frame)
-            update = {"state": "running", "frames_expected": expected, "frames_analysed": self._job.frames_analysed}
-            self._status = self._status.model_copy(update=update)
+            self._status = self._status.model_copy(update={"state": "running", "frames_expected": expected})
             return source
         return LiveSource(self.spec.url, stream=self.spec.id, fps=fps, config=self.config.source.live)
 
@@ -164,6 +163,7 @@ class StreamWorker:
                 saved = None
             else:
                 self._job = saved.job
+                self._status = self._status.model_copy(update={"frames_analysed": saved.job.frames_analysed})
         self._source = source = self._open(self.spec.options.fps or cfg.source.fps)
         if self._stopping.is_set():  # stopped while it opened
             source.stop()
@@ -297,11 +297,8 @@ class StreamWorker:
     def _result(self, state: str, error: str | None) -> JobResult:
         """The job's result: its driver's tallies, or those of its earlier owners when it
         failed before its driver started."""
-        if self.driver is not None:
-            return JobResult.of(self.driver, state, self._status.frames_analysed, self._seconds(), error=error)
-        job = self._job
-        return JobResult(state=state, frames=job.frames_analysed, tracks=job.tracks_ended, estimates=job.answered,
-                         invalid=job.invalid, seconds=round(self._seconds(), 2), error=error)  # fmt: skip
+        tallies = self.driver if self.driver is not None else self._job
+        return JobResult.of(tallies, state, self._status.frames_analysed, self._seconds(), error=error)
 
     def _save_snapshot(self) -> None:
         job = None
